@@ -1,0 +1,93 @@
+"""Bearer JWTs for writes. Reads stay public.
+
+401: no token, or one that is malformed, expired, signed with another key, or for another issuer
+or audience. 403: a valid token without the scope the operation needs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import jwt
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from api.settings import Settings
+
+WRITE_SCOPE = "write"
+
+_bearer = HTTPBearer(auto_error=False, description="A token from `python -m api.token SUBJECT`")
+
+
+def issue_token(
+    settings: Settings, subject: str, scopes: list[str], ttl_seconds: int | None = None
+) -> str:
+    now = int(time.time())
+    claims = {
+        "sub": subject,
+        "iss": settings.jwt_issuer,
+        "aud": settings.jwt_audience,
+        "iat": now,
+        "nbf": now,
+        "exp": now + (ttl_seconds or settings.jwt_ttl_seconds),
+        "scope": " ".join(scopes),
+    }
+    return jwt.encode(claims, settings.jwt_secret.get_secret_value(), settings.jwt_algorithm)
+
+
+def _unauthorized(message: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED,
+        detail=message,
+        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+    )
+
+
+def decode_token(settings: Settings, token: str) -> dict[str, Any]:
+    try:
+        return jwt.decode(
+            token,
+            settings.jwt_secret.get_secret_value(),
+            algorithms=[settings.jwt_algorithm],
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+            options={"require": ["exp", "iss", "aud", "sub"]},
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise _unauthorized("token expired") from exc
+    except jwt.InvalidAudienceError as exc:
+        raise _unauthorized("token audience is not this API") from exc
+    except jwt.InvalidIssuerError as exc:
+        raise _unauthorized("token issuer is not trusted") from exc
+    except jwt.MissingRequiredClaimError as exc:
+        raise _unauthorized(f"token lacks the {exc.claim!r} claim") from exc
+    except jwt.InvalidSignatureError as exc:
+        raise _unauthorized("token signature is invalid") from exc
+    except jwt.InvalidTokenError as exc:
+        raise _unauthorized(f"token is malformed: {exc}") from exc
+
+
+def require_scope(scope: str) -> Callable[..., Coroutine[Any, Any, dict[str, Any]]]:
+    async def dependency(
+        request: Request,
+        credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
+    ) -> dict[str, Any]:
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                detail="this operation needs an 'Authorization: Bearer <token>' header",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        claims = decode_token(request.app.state.settings, credentials.credentials)
+        if scope not in str(claims.get("scope", "")).split():
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, detail=f"token lacks the {scope!r} scope"
+            )
+        return claims
+
+    return dependency
+
+
+require_writer = require_scope(WRITE_SCOPE)

@@ -1,0 +1,85 @@
+"""Read-through cache of single items in Redis.
+
+Consistency: writers overwrite the key after their commit (SET), and a delete leaves a short
+tombstone; readers fill a missing key only with SET NX. So a reader that loaded a row before a
+concurrent write can never put the old row back over the writer's value.
+
+Redis failures never fail a request: they are logged, counted, and for a few seconds the cache is
+skipped altogether so a dead Redis does not add its timeout to every request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from api.metrics import CACHE_EVENTS
+from api.schemas import ItemOut
+
+log = logging.getLogger(__name__)
+
+TOMBSTONE = b"-"
+
+
+class ItemCache:
+    def __init__(self, redis: Redis, ttl_seconds: int, retry_after_seconds: float) -> None:
+        self.redis = redis
+        self.ttl = ttl_seconds
+        self.retry_after = retry_after_seconds
+        self._skip_until = 0.0
+
+    @staticmethod
+    def key(item_id: int) -> str:
+        return f"item:{item_id}"
+
+    def _available(self) -> bool:
+        return time.monotonic() >= self._skip_until
+
+    def _failed(self, operation: str, exc: Exception) -> None:
+        self._skip_until = time.monotonic() + self.retry_after
+        CACHE_EVENTS.labels(event="error").inc()
+        log.warning(
+            "cache unavailable, serving from the database",
+            extra={"operation": operation, "error": repr(exc)},
+        )
+
+    async def get(self, item_id: int) -> ItemOut | bool | None:
+        """The cached item; False where the item is known deleted; None on a miss."""
+        if not self._available():
+            CACHE_EVENTS.labels(event="bypass").inc()
+            return None
+        try:
+            raw = await self.redis.get(self.key(item_id))
+        except (RedisError, OSError) as exc:
+            self._failed("get", exc)
+            return None
+        if raw is None:
+            CACHE_EVENTS.labels(event="miss").inc()
+            return None
+        CACHE_EVENTS.labels(event="hit").inc()
+        if raw == TOMBSTONE:
+            return False
+        return ItemOut.model_validate_json(raw)
+
+    async def fill(self, item: ItemOut) -> None:
+        """After a miss: only if no writer has set the key meanwhile."""
+        await self._set(item.id, item.model_dump_json().encode(), only_if_absent=True)
+
+    async def put(self, item: ItemOut) -> None:
+        """After a committed create or update."""
+        await self._set(item.id, item.model_dump_json().encode(), only_if_absent=False)
+
+    async def forget(self, item_id: int) -> None:
+        """After a committed delete."""
+        await self._set(item_id, TOMBSTONE, only_if_absent=False)
+
+    async def _set(self, item_id: int, value: bytes, *, only_if_absent: bool) -> None:
+        if not self._available():
+            return
+        try:
+            await self.redis.set(self.key(item_id), value, ex=self.ttl, nx=only_if_absent)
+        except (RedisError, OSError) as exc:
+            self._failed("set", exc)

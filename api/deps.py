@@ -1,0 +1,24 @@
+"""Request-scoped dependencies, taken from what the lifespan put on app.state."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from fastapi import Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.cache import ItemCache
+from api.settings import Settings
+
+
+async def session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with request.app.state.sessions() as db_session:
+        yield db_session
+
+
+def cache(request: Request) -> ItemCache:
+    return request.app.state.cache
+
+
+def settings(request: Request) -> Settings:
+    return request.app.state.settings

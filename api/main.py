@@ -1,0 +1,85 @@
+"""The FastAPI application. `api.main:app` is what gunicorn serves."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from redis.asyncio import Redis
+from sqlalchemy import exc as sa_exc
+
+from api.cache import ItemCache
+from api.db import create_engine, create_sessionmaker, head_revision
+from api.logs import configure_logging
+from api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from api.routes import items, jobs, ops
+from api.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # Made here, per worker process, never at import: safe with gunicorn --preload.
+    settings: Settings = app.state.settings
+    engine = create_engine(settings)
+    redis = Redis.from_url(
+        settings.redis_url.get_secret_value(),
+        socket_timeout=settings.redis_socket_timeout,
+        socket_connect_timeout=settings.redis_socket_timeout,
+        health_check_interval=30,
+    )
+    app.state.engine = engine
+    app.state.sessions = create_sessionmaker(engine)
+    app.state.redis = redis
+    app.state.cache = ItemCache(
+        redis, settings.cache_ttl_seconds, settings.cache_retry_after_seconds
+    )
+    app.state.head_revision = head_revision()
+    try:
+        yield
+    finally:
+        await redis.aclose()
+        await engine.dispose()
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.error("database unavailable", extra={"error": repr(exc)[:500]})
+    return JSONResponse(
+        {"detail": "the database is unavailable; try again shortly"},
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+    app = FastAPI(
+        title=settings.app_name,
+        lifespan=lifespan,
+        docs_url="/docs" if settings.environment != "production" else None,
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    for error in (
+        sa_exc.OperationalError,
+        sa_exc.InterfaceError,
+        sa_exc.TimeoutError,
+        ConnectionError,
+        TimeoutError,
+    ):
+        app.add_exception_handler(error, _database_unavailable)
+    app.include_router(ops.router)
+    app.include_router(items.router)
+    app.include_router(jobs.router)
+    # Outermost first: every response, a 413 included, gets a request id and a log line.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware)
+    return app
+
+
+app = create_app()

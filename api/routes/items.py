@@ -1,0 +1,109 @@
+"""The example resource: items in PostgreSQL, single reads through the Redis cache."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, status
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api import deps
+from api.auth import require_writer
+from api.cache import ItemCache
+from api.models import Item
+from api.schemas import ItemIn, ItemOut, ItemPage
+from api.settings import Settings
+
+router = APIRouter(prefix="/items", tags=["items"])
+
+ItemId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The item's id")]
+Session = Annotated[AsyncSession, Depends(deps.session)]
+Cache = Annotated[ItemCache, Depends(deps.cache)]
+
+
+def _not_found(item_id: int) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, detail=f"item {item_id} not found")
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ItemOut,
+    dependencies=[Depends(require_writer)],
+)
+async def create_item(body: ItemIn, db: Session, cache: Cache, response: Response) -> ItemOut:
+    item = Item(**body.model_dump())
+    db.add(item)
+    await db.commit()
+    await db.refresh(item)
+    out = ItemOut.model_validate(item)
+    await cache.put(out)
+    response.headers["Location"] = f"/items/{item.id}"
+    return out
+
+
+@router.get("/{item_id}", response_model=ItemOut)
+async def get_item(item_id: ItemId, db: Session, cache: Cache, response: Response) -> ItemOut:
+    cached = await cache.get(item_id)
+    if cached is False:
+        raise _not_found(item_id)
+    if cached is not None:
+        response.headers["X-Cache"] = "hit"
+        return cached
+    item = await db.get(Item, item_id)
+    if item is None:
+        raise _not_found(item_id)
+    out = ItemOut.model_validate(item)
+    await cache.fill(out)
+    response.headers["X-Cache"] = "miss"
+    return out
+
+
+@router.get("", response_model=ItemPage)
+async def list_items(
+    db: Session,
+    settings: Annotated[Settings, Depends(deps.settings)],
+    limit: Annotated[int, Query(ge=1, le=1000, description="Items per page")] = 20,
+    after: Annotated[
+        int, Query(ge=0, le=2**63 - 1, description="The next_cursor of the previous page")
+    ] = 0,
+) -> ItemPage:
+    if limit > settings.page_size_max:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=f"limit must be at most {settings.page_size_max}",
+        )
+    # Keyset pagination: constant cost per page however deep, stable under inserts.
+    rows = (
+        await db.scalars(select(Item).where(Item.id > after).order_by(Item.id).limit(limit + 1))
+    ).all()
+    page = [ItemOut.model_validate(row) for row in rows[:limit]]
+    return ItemPage(items=page, next_cursor=page[-1].id if len(rows) > limit else None)
+
+
+@router.put("/{item_id}", response_model=ItemOut, dependencies=[Depends(require_writer)])
+async def replace_item(item_id: ItemId, body: ItemIn, db: Session, cache: Cache) -> ItemOut:
+    item = await db.get(Item, item_id, with_for_update=True)
+    if item is None:
+        raise _not_found(item_id)
+    for field, value in body.model_dump().items():
+        setattr(item, field, value)
+    await db.commit()
+    await db.refresh(item)
+    out = ItemOut.model_validate(item)
+    await cache.put(out)
+    return out
+
+
+@router.delete(
+    "/{item_id}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[Depends(require_writer)]
+)
+async def delete_item(item_id: ItemId, db: Session, cache: Cache) -> Response:
+    item = await db.get(Item, item_id)
+    if item is None:
+        raise _not_found(item_id)
+    await db.delete(item)
+    await db.commit()
+    await cache.forget(item_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

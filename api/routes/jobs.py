@@ -1,0 +1,69 @@
+"""CPU-heavy jobs: accepted here, run by the Celery worker, state kept in PostgreSQL."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Response, status
+from kombu.exceptions import OperationalError as BrokerError
+from starlette.concurrency import run_in_threadpool
+
+from api import deps
+from api.auth import require_writer
+from api.metrics import JOBS_QUEUED
+from api.models import Job
+from api.routes.items import Session
+from api.schemas import JobIn, JobOut
+from api.settings import Settings
+from worker.app import JOB_TASK, celery_app
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobOut,
+    dependencies=[Depends(require_writer)],
+)
+async def submit_job(
+    body: JobIn,
+    db: Session,
+    settings: Annotated[Settings, Depends(deps.settings)],
+    response: Response,
+) -> JobOut:
+    if body.cost > settings.job_max_cost:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=f"cost must be at most {settings.job_max_cost} (JOB_MAX_COST)",
+        )
+    job = Job(cost=body.cost, seed=body.seed, state="queued", attempts=0)
+    db.add(job)
+    await db.commit()  # before sending: the worker must find the row
+    await db.refresh(job)
+    try:
+        await run_in_threadpool(celery_app.send_task, JOB_TASK, args=[str(job.id)])
+    except (BrokerError, OSError) as exc:
+        log.error("job queue unavailable", extra={"job_id": str(job.id), "error": repr(exc)})
+        await db.delete(job)
+        await db.commit()
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail="the job queue is unavailable; nothing was queued, try again later",
+            headers={"Retry-After": "5"},
+        ) from exc
+    JOBS_QUEUED.inc()
+    response.headers["Location"] = f"/jobs/{job.id}"
+    return JobOut.model_validate(job)
+
+
+@router.get("/{job_id}", response_model=JobOut)
+async def get_job(job_id: uuid.UUID, db: Session) -> JobOut:
+    job = await db.get(Job, job_id)
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job_id} not found")
+    return JobOut.model_validate(job)

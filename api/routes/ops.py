@@ -1,0 +1,71 @@
+"""Operations: liveness, readiness, metrics, and what the app sees of a request behind the proxy."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from api import metrics
+from api.db import current_revision
+from api.logs import request_id_var
+
+router = APIRouter(tags=["operations"])
+
+READY_CHECK_TIMEOUT = 2.0
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    """Liveness: the process answers. No I/O, so a slow database never restarts the api."""
+    return {"status": "ok"}
+
+
+async def _check(coro: Any) -> str | None:
+    try:
+        async with asyncio.timeout(READY_CHECK_TIMEOUT):
+            return await coro
+    except Exception as exc:
+        return f"unreachable: {type(exc).__name__}: {exc}"[:300]
+
+
+async def _database(request: Request) -> str | None:
+    head = request.app.state.head_revision
+    revision = await current_revision(request.app.state.engine)
+    if revision != head:
+        return f"migrations not at head (database at {revision}, code at {head})"
+    return None
+
+
+async def _redis(request: Request) -> None:
+    await request.app.state.redis.ping()
+
+
+@router.get("/ready", responses={503: {"description": "A dependency failed; named in checks"}})
+async def ready(request: Request) -> JSONResponse:
+    """Readiness: database and Redis reachable, schema migrated to this code's head."""
+    database, redis = await asyncio.gather(_check(_database(request)), _check(_redis(request)))
+    checks = {"database": database or "ok", "redis": redis or "ok"}
+    failed = [name for name, result in checks.items() if result != "ok"]
+    body = {"status": "not ready" if failed else "ready", "failed": failed, "checks": checks}
+    return JSONResponse(body, status_code=503 if failed else 200)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def prometheus_metrics() -> Response:
+    payload, content_type = metrics.render()
+    return Response(payload, media_type=content_type)
+
+
+@router.get("/whoami")
+async def whoami(request: Request) -> dict[str, Any]:
+    """The client address and scheme as the app sees them: proves forwarded headers are trusted
+    from the proxy only (https here behind Traefik, the real client, never a spoofed one)."""
+    return {
+        "client": request.client.host if request.client else None,
+        "scheme": request.url.scheme,
+        "host": request.url.hostname,
+        "request_id": request_id_var.get(),
+    }

@@ -1,0 +1,145 @@
+"""Every setting of the api and the worker, read from environment variables.
+
+The defaults run the kit on a laptop with no `.env`; production overrides them (compose.prod.yaml
+refuses to start without the secrets). This is the only module that reads the environment.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+from urllib.parse import quote
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from api.cpus import usable_cpus
+
+DEV_JWT_SECRET = "dev-only-insecure-jwt-secret-change-me"  # noqa: S105 - a development default
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+
+    environment: Literal["development", "production", "test"] = "development"
+    app_name: str = "fastapi-compose-kit"
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+
+    # PostgreSQL: the same variables configure the db container, so each fact is set once.
+    postgres_host: str = "localhost"
+    postgres_port: int = 5432
+    postgres_user: str = "app"
+    postgres_password: SecretStr = SecretStr("app")
+    postgres_db: str = "app"
+    db_pool_size: int = Field(5, ge=1, le=100)
+    db_max_overflow: int = Field(5, ge=0, le=100)
+    db_pool_timeout: float = Field(10.0, gt=0)
+    db_statement_timeout_ms: int = Field(15_000, ge=0)
+
+    # Redis: cache and Celery broker (separate logical databases).
+    redis_url: SecretStr = SecretStr("redis://localhost:6379/0")
+    celery_broker_url: SecretStr | None = None
+    redis_socket_timeout: float = Field(0.5, gt=0)
+    cache_ttl_seconds: int = Field(300, ge=1)
+    cache_retry_after_seconds: float = Field(5.0, ge=0)
+
+    # Auth: HS256 bearer tokens for writes.
+    jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
+    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    jwt_issuer: str = "fastapi-compose-kit"
+    jwt_audience: str = "fastapi-compose-kit-api"
+    jwt_ttl_seconds: int = Field(3600, ge=60)
+
+    # Requests.
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    page_size_max: int = Field(100, ge=1)
+
+    # gunicorn (api/gunicorn_conf.py). None means "work it out from the usable CPUs".
+    web_concurrency: int | None = Field(None, ge=1)
+    bind: str | None = None
+    port: int = Field(8000, ge=1, le=65535)
+    timeout: int = Field(30, ge=1)
+    graceful_timeout: int = Field(25, ge=1)
+    keep_alive: int = Field(5, ge=1)
+    max_requests: int = Field(10_000, ge=0)
+    max_requests_jitter: int = Field(1_000, ge=0)
+    forwarded_allow_ips: str = "127.0.0.1"
+    preload_app: bool = True
+
+    # Celery (worker/app.py).
+    celery_concurrency: int | None = Field(None, ge=1)
+    celery_task_time_limit: int = Field(300, ge=1)
+    celery_visibility_timeout: int | None = Field(None, ge=1)
+    job_max_cost: int = Field(20_000_000, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.forwarded_allow_ips.strip() == "*":
+            raise ValueError(
+                "FORWARDED_ALLOW_IPS='*' trusts X-Forwarded-* from anyone; "
+                "set the proxy's address or subnet"
+            )
+        if self.environment == "production" and self.jwt_secret.get_secret_value() in (
+            DEV_JWT_SECRET,
+            "",
+        ):
+            raise ValueError("JWT_SECRET must be set to a real secret in production")
+        if self.visibility_timeout <= self.celery_task_time_limit:
+            raise ValueError(
+                "CELERY_VISIBILITY_TIMEOUT must exceed CELERY_TASK_TIME_LIMIT, "
+                "or running jobs are delivered twice"
+            )
+        return self
+
+    def _postgres_url(self, driver: str) -> str:
+        user = quote(self.postgres_user, safe="")
+        password = quote(self.postgres_password.get_secret_value(), safe="")
+        return (
+            f"postgresql+{driver}://{user}:{password}@{self.postgres_host}:{self.postgres_port}"
+            f"/{self.postgres_db}"
+        )
+
+    @property
+    def database_url(self) -> str:
+        """asyncpg, for the api."""
+        return self._postgres_url("asyncpg")
+
+    @property
+    def database_url_sync(self) -> str:
+        """psycopg, for Alembic and the Celery worker, whose code is synchronous."""
+        return self._postgres_url("psycopg")
+
+    @property
+    def broker_url(self) -> str:
+        if self.celery_broker_url is not None:
+            return self.celery_broker_url.get_secret_value()
+        # Same server as the cache, next logical database: FLUSHDB on the cache keeps the queue.
+        base, _, db = self.redis_url.get_secret_value().rpartition("/")
+        return f"{base}/{int(db) + 1}" if db.isdigit() else self.redis_url.get_secret_value()
+
+    @property
+    def workers(self) -> int:
+        return self.web_concurrency or usable_cpus()
+
+    @property
+    def worker_concurrency(self) -> int:
+        return self.celery_concurrency or usable_cpus()
+
+    @property
+    def soft_time_limit(self) -> int:
+        """The task is told first, so it can record the failure before the hard kill."""
+        return max(1, self.celery_task_time_limit - max(1, self.celery_task_time_limit // 10))
+
+    @property
+    def visibility_timeout(self) -> int:
+        return self.celery_visibility_timeout or self.celery_task_time_limit * 2
+
+    @property
+    def bind_address(self) -> str:
+        """BIND wins; else PORT, which platforms such as Heroku or Cloud Run set."""
+        return self.bind or f"0.0.0.0:{self.port}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
