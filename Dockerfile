@@ -1,0 +1,50 @@
+# One image, two targets: `api` (gunicorn + Uvicorn workers; also runs migrations) and `worker`
+# (Celery). Dependencies are installed before the code is copied, so a code-only change rebuilds
+# in seconds.
+
+FROM ghcr.io/astral-sh/uv:0.9.5 AS uv
+
+# ---- build: resolve the locked dependencies into /venv --------------------------------------
+FROM python:3.12-slim AS build
+COPY --from=uv /uv /usr/local/bin/uv
+ENV UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_PYTHON=/usr/local/bin/python3 \
+    UV_PROJECT_ENVIRONMENT=/venv
+WORKDIR /src
+RUN --mount=type=cache,target=/root/.cache/uv \
+    --mount=type=bind,source=uv.lock,target=uv.lock \
+    --mount=type=bind,source=pyproject.toml,target=pyproject.toml \
+    uv sync --frozen --no-dev --no-install-project
+
+# ---- runtime: the virtualenv and the code, nothing else -------------------------------------
+FROM python:3.12-slim AS runtime
+RUN groupadd --system --gid 10001 app \
+    && useradd --system --uid 10001 --gid app --home-dir /app --no-create-home app
+ENV PATH=/venv/bin:$PATH \
+    PYTHONPATH=/app \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /app
+COPY --from=build /venv /venv
+COPY alembic.ini ./
+COPY api ./api
+COPY worker ./worker
+RUN python -m compileall -q api worker
+USER app
+
+FROM runtime AS worker
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-m", "worker.liveness"]
+# Celery itself is PID 1 (no shell): SIGTERM reaches it and starts a warm shutdown.
+CMD ["celery", "--app=worker.app", "worker", "--loglevel=INFO", "--without-gossip", "--without-mingle"]
+
+# Last, so a plain `docker build .` gives the api.
+FROM runtime AS api
+# Each gunicorn worker writes its metrics here; /metrics merges them (api/metrics.py).
+ENV PROMETHEUS_MULTIPROC_DIR=/tmp/metrics
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-m", "api.healthcheck"]
+CMD ["gunicorn", "--config=python:api.gunicorn_conf", "api.main:app"]
