@@ -5,7 +5,9 @@ tombstone; readers fill a missing key only with SET NX. So a reader that loaded 
 concurrent write can never put the old row back over the writer's value.
 
 Redis failures never fail a request: they are logged, counted, and for a few seconds the cache is
-skipped altogether so a dead Redis does not add its timeout to every request.
+skipped altogether so a dead Redis does not add its timeout to every request. A write that could not
+reach Redis is remembered, and its key deleted before this process uses the cache again: Redis
+keeps its data across a restart, so without that the old row would come back with it.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class ItemCache:
         self.ttl = ttl_seconds
         self.retry_after = retry_after_seconds
         self._skip_until = 0.0
+        self._unflushed: set[int] = set()
 
     @staticmethod
     def key(item_id: int) -> str:
@@ -37,6 +40,20 @@ class ItemCache:
 
     def _available(self) -> bool:
         return time.monotonic() >= self._skip_until
+
+    async def _usable(self) -> bool:
+        """Available, and no invalidation owed from an earlier failure."""
+        if not self._available():
+            return False
+        if self._unflushed:
+            owed = list(self._unflushed)
+            try:
+                await self.redis.delete(*(self.key(i) for i in owed))
+            except (RedisError, OSError) as exc:
+                self._failed("invalidate", exc)
+                return False
+            self._unflushed.difference_update(owed)
+        return True
 
     def _failed(self, operation: str, exc: Exception) -> None:
         self._skip_until = time.monotonic() + self.retry_after
@@ -48,7 +65,7 @@ class ItemCache:
 
     async def get(self, item_id: int) -> ItemOut | bool | None:
         """The cached item; False where the item is known deleted; None on a miss."""
-        if not self._available():
+        if not await self._usable():
             CACHE_EVENTS.labels(event="bypass").inc()
             return None
         try:
@@ -77,9 +94,14 @@ class ItemCache:
         await self._set(item_id, TOMBSTONE, only_if_absent=False)
 
     async def _set(self, item_id: int, value: bytes, *, only_if_absent: bool) -> None:
-        if not self._available():
+        if not only_if_absent:
+            # Owed until it lands: a write's old value must not survive a Redis outage.
+            self._unflushed.add(item_id)
+        if not await self._usable():
             return
         try:
             await self.redis.set(self.key(item_id), value, ex=self.ttl, nx=only_if_absent)
         except (RedisError, OSError) as exc:
             self._failed("set", exc)
+            return
+        self._unflushed.discard(item_id)

@@ -9,6 +9,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import exc as sa_exc
 
 from api.cache import ItemCache
@@ -31,6 +34,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         socket_timeout=settings.redis_socket_timeout,
         socket_connect_timeout=settings.redis_socket_timeout,
         health_check_interval=30,
+        # A connection the server closed (Redis restarted) is retried on a fresh one, quickly:
+        # a Redis that is really down must cost milliseconds, not redis-py's default seconds.
+        retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.05), retries=2),
+        retry_on_error=[RedisConnectionError],
     )
     app.state.engine = engine
     app.state.sessions = create_sessionmaker(engine)

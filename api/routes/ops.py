@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -68,4 +69,5 @@ async def whoami(request: Request) -> dict[str, Any]:
         "scheme": request.url.scheme,
         "host": request.url.hostname,
         "request_id": request_id_var.get(),
+        "served_by": socket.gethostname(),
     }

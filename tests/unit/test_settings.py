@@ -1,0 +1,116 @@
+"""Settings: defaults that start with no .env, environment overrides, and refusals."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from api import cpus
+from api.settings import DEV_JWT_SECRET, Settings
+
+ALL_ENV = [
+    "ENVIRONMENT",
+    "POSTGRES_HOST",
+    "POSTGRES_PORT",
+    "REDIS_URL",
+    "CELERY_TASK_TIME_LIMIT",
+    "CELERY_VISIBILITY_TIMEOUT",
+    "WEB_CONCURRENCY",
+    "CELERY_CONCURRENCY",
+    "BIND",
+    "PORT",
+    "JWT_SECRET",
+    "FORWARDED_ALLOW_IPS",
+    "POSTGRES_PASSWORD",
+    "CELERY_BROKER_URL",
+]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for name in ALL_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_defaults_need_no_environment():
+    s = Settings()
+    assert s.database_url == "postgresql+asyncpg://app:app@localhost:5432/app"
+    assert s.database_url_sync.startswith("postgresql+psycopg://")
+    assert s.forwarded_allow_ips != "*"
+    assert s.bind_address == "0.0.0.0:8000"
+
+
+def test_worker_counts_default_to_usable_cpus(monkeypatch):
+    monkeypatch.setattr("api.settings.usable_cpus", lambda: 3)
+    s = Settings()
+    assert s.workers == 3
+    assert s.worker_concurrency == 3
+
+
+def test_worker_counts_from_environment(monkeypatch):
+    monkeypatch.setenv("WEB_CONCURRENCY", "5")
+    monkeypatch.setenv("CELERY_CONCURRENCY", "7")
+    s = Settings()
+    assert (s.workers, s.worker_concurrency) == (5, 7)
+
+
+def test_zero_workers_refused(monkeypatch):
+    monkeypatch.setenv("WEB_CONCURRENCY", "0")
+    with pytest.raises(ValidationError, match="web_concurrency"):
+        Settings()
+
+
+def test_port_sets_bind_and_bind_wins(monkeypatch):
+    monkeypatch.setenv("PORT", "9123")
+    assert Settings().bind_address == "0.0.0.0:9123"
+    monkeypatch.setenv("BIND", "127.0.0.1:7000")
+    assert Settings().bind_address == "127.0.0.1:7000"
+
+
+def test_forwarded_allow_all_refused(monkeypatch):
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "*")
+    with pytest.raises(ValidationError, match="FORWARDED_ALLOW_IPS"):
+        Settings()
+
+
+def test_production_refuses_the_development_jwt_secret(monkeypatch):
+    monkeypatch.setenv("ENVIRONMENT", "production")
+    with pytest.raises(ValidationError, match="JWT_SECRET"):
+        Settings()
+    monkeypatch.setenv("JWT_SECRET", "a-real-secret-of-some-length")
+    assert Settings().jwt_secret.get_secret_value() != DEV_JWT_SECRET
+
+
+def test_visibility_timeout_must_exceed_time_limit(monkeypatch):
+    monkeypatch.setenv("CELERY_TASK_TIME_LIMIT", "100")
+    monkeypatch.setenv("CELERY_VISIBILITY_TIMEOUT", "100")
+    with pytest.raises(ValidationError, match="VISIBILITY_TIMEOUT"):
+        Settings()
+    monkeypatch.delenv("CELERY_VISIBILITY_TIMEOUT")
+    s = Settings()
+    assert s.visibility_timeout == 200
+    assert s.soft_time_limit < s.celery_task_time_limit
+
+
+def test_secrets_are_not_in_repr(monkeypatch):
+    monkeypatch.setenv("POSTGRES_PASSWORD", "hunter2-db")
+    monkeypatch.setenv("JWT_SECRET", "hunter2-jwt")
+    monkeypatch.setenv("REDIS_URL", "redis://:hunter2-redis@redis:6379/0")
+    text = repr(Settings()) + str(Settings().model_dump())
+    assert "hunter2" not in text
+
+
+def test_password_with_special_characters_is_quoted(monkeypatch):
+    monkeypatch.setenv("POSTGRES_PASSWORD", "p@ss/w:rd")
+    assert "p%40ss%2Fw%3Ard@" in Settings().database_url
+
+
+def test_broker_is_the_next_redis_database(monkeypatch):
+    monkeypatch.setenv("REDIS_URL", "redis://:pw@redis:6379/0")
+    assert Settings().broker_url == "redis://:pw@redis:6379/1"
+    monkeypatch.setenv("CELERY_BROKER_URL", "redis://other:6379/5")
+    assert Settings().broker_url == "redis://other:6379/5"
+
+
+def test_usable_cpus_is_at_least_one():
+    assert cpus.usable_cpus() >= 1
