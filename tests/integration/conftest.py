@@ -1,4 +1,4 @@
-"""The app in-process, against the stack's real PostgreSQL and Redis; jobs run by its real worker."""
+"""The app in-process, on the stack's real PostgreSQL and Redis; jobs run by its real worker."""
 
 from __future__ import annotations
 
@@ -35,11 +35,11 @@ def auth():
     return {"Authorization": f"Bearer {issue_token(get_settings(), 'tests', [WRITE_SCOPE])}"}
 
 
-async def wait_for_job(client, location: str, timeout: float = 60, states=("succeeded", "failed")):
-    deadline = time.monotonic() + timeout
+async def wait_for_job(client, location: str, within: float = 60, states=("succeeded", "failed")):
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         body = (await client.get(location)).json()
         if body["state"] in states:
             return body
         await asyncio.sleep(0.25)
-    raise TimeoutError(f"job at {location} still {body['state']} after {timeout}s")
+    raise TimeoutError(f"job at {location} still {body['state']} after {within}s")

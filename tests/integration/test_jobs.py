@@ -39,6 +39,6 @@ async def test_job_state_survives_a_redis_restart(client, auth, stack):
     location = r.headers["location"]
     stack.compose("restart", "redis")
     stack.wait_healthy("redis")
-    done = await wait_for_job(client, location, timeout=90)
+    done = await wait_for_job(client, location, within=90)
     assert done["state"] == "succeeded"
     assert done["result"] == iterated_sha256("restart", 1_500_000)
