@@ -32,7 +32,8 @@ COPY alembic.ini ./
 COPY api ./api
 COPY worker ./worker
 RUN python -m compileall -q api worker
-USER app
+# Numeric, so Kubernetes-style runAsNonRoot checks and host tools can resolve it.
+USER 10001:10001
 
 FROM runtime AS worker
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \

@@ -19,7 +19,9 @@ DEV_JWT_SECRET = "dev-only-insecure-jwt-secret-change-me"  # noqa: S105 - a deve
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+    # An empty variable (`JWT_SECRET=` copied from .env.example) means "use the default", never
+    # an empty secret.
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", env_ignore_empty=True)
 
     environment: Literal["development", "production", "test"] = "development"
     app_name: str = "fastapi-compose-kit"

@@ -114,3 +114,11 @@ def test_broker_is_the_next_redis_database(monkeypatch):
 
 def test_usable_cpus_is_at_least_one():
     assert cpus.usable_cpus() >= 1
+
+
+def test_empty_variables_mean_the_default(monkeypatch):
+    monkeypatch.setenv("JWT_SECRET", "")
+    monkeypatch.setenv("WEB_CONCURRENCY", "")
+    s = Settings()
+    assert s.jwt_secret.get_secret_value() == DEV_JWT_SECRET
+    assert s.web_concurrency is None

@@ -1,0 +1,175 @@
+"""The compose files' promises, checked without starting anything."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from jsonschema import Draft7Validator
+
+from tests.static.compose_config import ROOT, compose_config, run_config
+
+PROD = ("compose.yaml", "compose.prod.yaml")
+PROD_SECRETS = {
+    "POSTGRES_PASSWORD": "pg-secret",
+    "JWT_SECRET": "jwt-secret-jwt-secret-jwt-secret",
+    "REDIS_PASSWORD": "redis-secret",
+    "ACME_EMAIL": "ops@example.com",
+    "API_DOMAIN": "api.example.com",
+}
+LONG_RUNNING = {"proxy", "api", "worker", "db", "redis"}
+
+
+@pytest.fixture(scope="module")
+def dev():
+    return compose_config()
+
+
+@pytest.fixture(scope="module")
+def prod():
+    return compose_config(*PROD, **PROD_SECRETS)
+
+
+@pytest.mark.parametrize("files", [("compose.yaml",), PROD])
+def test_files_match_the_compose_schema(files):
+    path = ROOT.parent / "shared" / "schemas" / "compose-spec.json"
+    if not path.is_file():
+        pytest.skip("compose schema not on this machine")
+    validator = Draft7Validator(json.loads(path.read_text()))
+    config = compose_config(*files, **PROD_SECRETS)
+    assert [e.message for e in validator.iter_errors(config)] == []
+
+
+@pytest.mark.parametrize("missing", sorted(PROD_SECRETS))
+def test_production_refuses_each_missing_secret_by_name(missing):
+    env = {k: v for k, v in PROD_SECRETS.items() if k != missing}
+    from tests.static.compose_config import clean_env
+
+    proc = run_config(*PROD, env=clean_env(**env))
+    assert proc.returncode != 0
+    assert missing in proc.stderr
+
+
+def test_development_needs_no_env_and_has_no_secret_requirement(dev):
+    assert dev["services"]["api"]["environment"]["POSTGRES_HOST"] == "db"
+
+
+def test_every_long_running_service_has_healthcheck_restart_and_nofile(dev):
+    for name in LONG_RUNNING:
+        service = dev["services"][name]
+        assert service["healthcheck"]["test"], name
+        assert service["restart"] == "unless-stopped", name
+        assert service["ulimits"]["nofile"]["hard"] == 65535, name
+
+
+def test_nofile_comes_from_the_environment():
+    config = compose_config(NOFILE_LIMIT="20000")
+    assert config["services"]["api"]["ulimits"]["nofile"] == {"soft": 20000, "hard": 20000}
+
+
+def test_start_order(dev):
+    api_deps = dev["services"]["api"]["depends_on"]
+    assert api_deps["migrate"]["condition"] == "service_completed_successfully"
+    assert api_deps["redis"]["condition"] == "service_healthy"
+    assert dev["services"]["worker"]["depends_on"]["migrate"]["condition"] == (
+        "service_completed_successfully"
+    )
+    assert dev["services"]["migrate"]["depends_on"]["db"]["condition"] == "service_healthy"
+    assert dev["services"]["migrate"]["restart"] == "no"
+
+
+def _seconds(value: str) -> float:
+    match = re.fullmatch(r"(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?", value)
+    assert match, value
+    return int(match.group(1) or 0) * 60 + float(match.group(2) or 0)
+
+
+def test_stop_grace_outlasts_graceful_shutdowns(dev):
+    from api.settings import Settings
+
+    settings = Settings()
+    api_grace = _seconds(dev["services"]["api"]["stop_grace_period"])
+    worker_grace = _seconds(dev["services"]["worker"]["stop_grace_period"])
+    assert api_grace > settings.graceful_timeout
+    assert worker_grace > settings.celery_task_time_limit
+
+
+def test_only_the_proxy_publishes_and_api_scales(dev, prod):
+    for config in (dev, prod):
+        published = {n for n, s in config["services"].items() if s.get("ports")}
+        assert published == {"proxy"}
+        assert not any("container_name" in s for s in config["services"].values())
+
+
+def test_db_and_redis_are_on_an_internal_network_without_the_proxy(dev):
+    assert dev["networks"]["backend"]["internal"] is True
+    for name in ("db", "redis"):
+        assert set(dev["services"][name]["networks"]) == {"backend"}
+    assert "backend" not in dev["services"]["proxy"]["networks"]
+
+
+def test_named_volumes_for_state(dev):
+    assert dev["services"]["db"]["volumes"][0]["type"] == "volume"
+    assert dev["services"]["redis"]["volumes"][0]["type"] == "volume"
+    letsencrypt = [v for v in dev["services"]["proxy"]["volumes"] if v["target"] == "/letsencrypt"]
+    assert letsencrypt[0]["type"] == "volume", "acme.json must outlive the container"
+
+
+def test_production_hardening(prod):
+    for name, service in prod["services"].items():
+        assert service["read_only"] is True, name
+        assert "no-new-privileges:true" in service["security_opt"], name
+        assert service["cap_drop"] == ["ALL"], name
+        assert service["logging"]["driver"] == "json-file", name
+        assert service["logging"]["options"]["max-size"], name
+        assert not any(v["type"] == "bind" and v["source"].startswith(str(ROOT / "api"))
+                       for v in service.get("volumes", [])), name
+        if name != "migrate":
+            limits = service["deploy"]["resources"]["limits"]
+            assert limits["cpus"] and limits["memory"], name
+    labels = prod["services"]["api"]["labels"]
+    assert labels["traefik.http.routers.api.tls.certresolver"] == "letsencrypt"
+    assert labels["traefik.http.routers.api.rule"] == "Host(`api.example.com`)"
+    proxy_ports = {p["published"] for p in prod["services"]["proxy"]["ports"]}
+    assert proxy_ports == {"80", "443"}
+    assert all(p.get("host_ip") in (None, "") for p in prod["services"]["proxy"]["ports"])
+
+
+def test_env_example_lists_every_variable_the_kit_reads():
+    from api.settings import Settings
+
+    text = (ROOT / ".env.example").read_text()
+    documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", text, flags=re.M))
+    compose_vars = set()
+    for name in ("compose.yaml", "compose.prod.yaml"):
+        code = re.sub(r"(?m)^\s*#.*$", "", (ROOT / name).read_text())
+        compose_vars |= set(re.findall(r"\$\{([A-Z][A-Z0-9_]+)", code))
+    compose_vars.discard("COMPOSE_PROJECT_NAME")
+    settings_vars = {name.upper() for name in Settings.model_fields}
+    assert compose_vars - documented == set()
+    assert settings_vars - documented == set()
+    for line in text.splitlines():
+        if re.match(r"^(POSTGRES_PASSWORD|JWT_SECRET|REDIS_PASSWORD)=.+", line):
+            pytest.fail(f"a secret with a usable value in .env.example: {line}")
+
+
+def test_dockerfile_is_hadolint_clean():
+    hadolint = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "hadolint"
+    proc = subprocess.run(
+        [str(hadolint) if hadolint.exists() else "hadolint", str(ROOT / "Dockerfile")],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not re.search(r"^#\s*syntax=", (ROOT / "Dockerfile").read_text(), flags=re.M)
+
+
+def test_shell_scripts_are_shellcheck_clean():
+    scripts = [p for p in ROOT.rglob("*.sh") if ".venv" not in p.parts] + [ROOT / ".ci" / "run"]
+    scripts = [str(p) for p in scripts if p.exists()]
+    if not scripts:
+        pytest.skip("no shell scripts")
+    proc = subprocess.run(["shellcheck", *scripts], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout

@@ -1,0 +1,157 @@
+"""Traefik's configuration checked against its JSON schemas (../shared/schemas): the static flags
+in compose.yaml, the dynamic files in proxy/dynamic, and the api's labels (which map onto the
+file-provider tree)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from jsonschema import Draft7Validator
+
+from tests.static.compose_config import compose_config
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMAS = ROOT.parent / "shared" / "schemas"
+
+
+def schema(name: str) -> Draft7Validator:
+    path = SCHEMAS / name
+    if not path.is_file():
+        pytest.skip(f"schema {path} not on this machine")
+    return Draft7Validator(json.loads(path.read_text()))
+
+
+def _coerce(value: str) -> Any:
+    if value in ("true", "false"):
+        return value == "true"
+    if value.lstrip("-").isdigit():
+        return int(value)
+    return value
+
+
+def dotted_to_tree(pairs: dict[str, str], validator: Draft7Validator) -> dict[str, Any]:
+    """`a.b.c=v` into {"a": {"b": {"c": v}}}, keys spelled as the schema spells them (Traefik
+    matches keys case-insensitively) and values typed (labels and flags are strings)."""
+    tree: dict[str, Any] = {}
+    for dotted, raw in pairs.items():
+        node, props = tree, validator.schema
+        parts = dotted.split(".")
+        for i, part in enumerate(parts):
+            props = _resolve(props, validator)
+            known = {k.lower(): k for k in props.get("properties", {})}
+            key = known.get(part.lower(), part)
+            child_schema = props.get("properties", {}).get(key) or props.get(
+                "additionalProperties", {}
+            )
+            if i == len(parts) - 1:
+                child = _resolve(child_schema, validator) if isinstance(child_schema, dict) else {}
+                value = _coerce(raw)
+                if value is True and (child.get("type") == "object" or "properties" in child):
+                    value = node.get(key) if isinstance(node.get(key), dict) else {}
+                elif "array" in _types(child):
+                    value = [_coerce(v) for v in raw.split(",")]
+                elif _types(child) == ["string"]:
+                    value = raw
+                node[key] = value
+            else:
+                # `--accessLog=true` then `--accessLog.format=json`: the section, enabled.
+                if not isinstance(node.get(key), dict):
+                    node[key] = {}
+                node = node[key]
+                props = child_schema if isinstance(child_schema, dict) else {}
+    return tree
+
+
+def _types(node: dict[str, Any]) -> list[str]:
+    kind = node.get("type", [])
+    return [kind] if isinstance(kind, str) else list(kind)
+
+
+def _resolve(node: dict[str, Any], validator: Draft7Validator) -> dict[str, Any]:
+    while isinstance(node, dict) and "$ref" in node:
+        node = validator.resolver.resolve(node["$ref"])[1]
+    return node if isinstance(node, dict) else {}
+
+
+def errors(validator: Draft7Validator, document: Any) -> list[str]:
+    return [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in validator.iter_errors(document)
+    ]
+
+
+@pytest.fixture(scope="module")
+def config():
+    return compose_config()
+
+
+def test_static_flags_match_the_schema(config):
+    validator = schema("traefik-v3.json")
+    flags = {}
+    for arg in config["services"]["proxy"]["command"]:
+        key, _, value = arg.removeprefix("--").partition("=")
+        flags[key] = value
+    tree = dotted_to_tree(flags, validator)
+    assert errors(validator, tree) == []
+    # The promises: redirect, exposedByDefault off, ping, JSON access log, trusted IPs set.
+    assert tree["entryPoints"]["web"]["http"]["redirections"]["entryPoint"]["to"] == "websecure"
+    assert tree["providers"]["docker"]["exposedByDefault"] is False
+    assert tree["ping"] == {}
+    assert tree["accessLog"]["format"] == "json"
+    assert tree["entryPoints"]["websecure"]["forwardedHeaders"]["trustedIPs"]
+    assert "api" not in tree, "the dashboard must stay off (or be put behind basic auth)"
+
+
+def test_an_unknown_static_flag_is_caught():
+    validator = schema("traefik-v3.json")
+    tree = dotted_to_tree({"entryPoints.web.adress": ":80"}, validator)
+    assert errors(validator, tree) != []
+
+
+@pytest.mark.parametrize("name", ["middlewares.yml", "tls.yml"])
+def test_dynamic_files_match_the_schema(name):
+    document = yaml.safe_load((ROOT / "proxy" / "dynamic" / name).read_text())
+    assert errors(schema("traefik-v3-file-provider.json"), document) == []
+
+
+def test_api_labels_match_the_file_provider_schema(config):
+    validator = schema("traefik-v3-file-provider.json")
+    labels = config["services"]["api"]["labels"]
+    assert labels["traefik.enable"] == "true"
+    traefik = {k.removeprefix("traefik."): v for k, v in labels.items() if k != "traefik.enable"}
+    tree = dotted_to_tree(traefik, validator)
+    # The one label-only key: the Docker provider turns `server.port` into the servers' URLs.
+    balancer = tree["http"]["services"]["api"]["loadBalancer"]
+    server = balancer.pop("server")
+    assert server == {"port": 8000}
+    balancer["servers"] = [{"url": f"http://api-container:{server['port']}"}]
+    assert errors(validator, tree) == []
+    router = tree["http"]["routers"]["api"]
+    assert router["entryPoints"] == ["websecure"]
+    assert router["rule"] == "Host(`api.localhost`)"
+    assert {"secure-headers@file", "compress@file"} <= set(router["middlewares"])
+    middlewares = yaml.safe_load((ROOT / "proxy" / "dynamic" / "middlewares.yml").read_text())
+    for ref in router["middlewares"]:
+        name, _, provider = ref.partition("@")
+        if provider == "file":
+            assert name in middlewares["http"]["middlewares"], f"{ref} is not defined"
+        else:
+            assert name in tree["http"]["middlewares"], f"{ref} is not defined by a label"
+
+
+def test_a_misspelled_label_is_caught():
+    validator = schema("traefik-v3-file-provider.json")
+    tree = dotted_to_tree({"http.routers.api.entrypointz": "websecure"}, validator)
+    assert errors(validator, tree) != []
+
+
+def test_api_trusts_only_the_edge_network(config):
+    api = config["services"]["api"]
+    edge_subnet = config["networks"]["edge"]["ipam"]["config"][0]["subnet"]
+    assert api["environment"]["FORWARDED_ALLOW_IPS"] == edge_subnet
+    assert set(api["networks"]) == {"edge", "backend"}
+    assert set(config["services"]["proxy"]["networks"]) == {"edge"}
