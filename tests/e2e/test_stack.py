@@ -175,9 +175,11 @@ def test_scale_to_three_replicas_all_answer(http, stack):
         migrations = stack.compose("ps", "-a", "-q", "migrate").stdout.split()
         assert len(migrations) == 1, "migrations must run once however many replicas"
         if stack.with_proxy:
+
             def all_seen():
                 seen = {http.get("/whoami").json()["served_by"] for _ in range(30)}
                 return len(seen) == 3
+
             wait_until(all_seen, within=30)
         else:
             for index in (1, 2, 3):

@@ -24,7 +24,11 @@ def run_config(*files: str, env: dict[str, str] | None = None) -> subprocess.Com
         args += ["-f", str(ROOT / f)]
     return subprocess.run(
         [*args, "config", "--format", "json"],
-        capture_output=True, text=True, env=env or clean_env(), cwd="/", timeout=60,
+        capture_output=True,
+        text=True,
+        env=env or clean_env(),
+        cwd="/",
+        timeout=60,
     )
 
 

@@ -125,8 +125,10 @@ def test_production_hardening(prod):
         assert service["cap_drop"] == ["ALL"], name
         assert service["logging"]["driver"] == "json-file", name
         assert service["logging"]["options"]["max-size"], name
-        assert not any(v["type"] == "bind" and v["source"].startswith(str(ROOT / "api"))
-                       for v in service.get("volumes", [])), name
+        assert not any(
+            v["type"] == "bind" and v["source"].startswith(str(ROOT / "api"))
+            for v in service.get("volumes", [])
+        ), name
         if name != "migrate":
             limits = service["deploy"]["resources"]["limits"]
             assert limits["cpus"] and limits["memory"], name
@@ -160,7 +162,8 @@ def test_dockerfile_is_hadolint_clean():
     hadolint = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "hadolint"
     proc = subprocess.run(
         [str(hadolint) if hadolint.exists() else "hadolint", str(ROOT / "Dockerfile")],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert not re.search(r"^#\s*syntax=", (ROOT / "Dockerfile").read_text(), flags=re.M)

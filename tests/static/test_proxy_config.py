@@ -73,7 +73,11 @@ def _types(node: dict[str, Any]) -> list[str]:
 
 def _resolve(node: dict[str, Any], validator: Draft7Validator) -> dict[str, Any]:
     while isinstance(node, dict) and "$ref" in node:
-        node = validator.resolver.resolve(node["$ref"])[1]
+        # The schemas only use local references ("#/definitions/...").
+        target: Any = validator.schema
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        node = target
     return node if isinstance(node, dict) else {}
 
 

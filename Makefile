@@ -1,0 +1,84 @@
+# Every operator action. `make` (or `make help`) lists them. Needs Docker with Compose v2 and
+# make; targets marked (uv) also need uv (https://docs.astral.sh/uv/).
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+COMPOSE ?= docker compose
+PROD := $(COMPOSE) -f compose.yaml -f compose.prod.yaml
+SERVICE ?= api
+REPLICAS ?= 3
+SUBJECT ?= $(USER)
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: up
+up: ## Build and start the stack, wait until every service is healthy (https://api.localhost)
+	$(COMPOSE) up -d --build --wait
+
+.PHONY: down
+down: ## Stop the stack (data volumes are kept)
+	$(COMPOSE) down
+
+.PHONY: clean
+clean: ## Stop the stack and delete its volumes (database, Redis, certificates)
+	$(COMPOSE) down -v --remove-orphans
+
+.PHONY: logs
+logs: ## Follow the logs (SERVICE=api by default; SERVICE= for all)
+	$(COMPOSE) logs -f --tail=100 $(SERVICE)
+
+.PHONY: ps
+ps: ## Show the services and their health
+	$(COMPOSE) ps -a
+
+.PHONY: build
+build: ## Build the api and worker images
+	$(COMPOSE) build
+
+.PHONY: migrate
+migrate: ## Run the database migrations (the one-shot migrate service)
+	$(COMPOSE) run --rm migrate
+
+.PHONY: revision
+revision: ## New migration from the models: make revision MESSAGE="add x" (uv)
+	uv run alembic revision --autogenerate -m "$(MESSAGE)"
+
+.PHONY: shell
+shell: ## Open a shell in a service (SERVICE=api by default)
+	$(COMPOSE) exec $(SERVICE) bash
+
+.PHONY: psql
+psql: ## Open psql on the database
+	$(COMPOSE) exec db sh -c 'psql -U "$$POSTGRES_USER" "$$POSTGRES_DB"'
+
+.PHONY: token
+token: ## Print a bearer token for writes: make token SUBJECT=alice
+	@$(COMPOSE) exec -T api python -m api.token "$(SUBJECT)"
+
+.PHONY: scale
+scale: ## Run REPLICAS api containers behind Traefik: make scale REPLICAS=3
+	$(COMPOSE) up -d --wait --no-recreate --scale api=$(REPLICAS) api
+
+.PHONY: test
+test: ## Unit, integration and end-to-end tests against a real stack (uv)
+	uv run --frozen pytest
+
+.PHONY: test-fast
+test-fast: ## Unit and static tests only, no containers (uv)
+	uv run --frozen pytest tests/unit tests/static
+
+.PHONY: lint
+lint: ## ruff, hadolint, shellcheck and the compose/Traefik schema checks (uv)
+	uv run --frozen ruff check .
+	uv run --frozen ruff format --check .
+	uv run --frozen hadolint Dockerfile
+	uv run --frozen shellcheck .ci/run $(wildcard scripts/*.sh deploy/*.sh)
+	uv run --frozen pytest -q tests/static
+
+.PHONY: prod-config
+prod-config: ## Check the production overlay against your .env (fails naming a missing secret)
+	$(PROD) config --quiet && echo "production configuration is complete"
