@@ -76,8 +76,39 @@ lint: ## ruff, hadolint, shellcheck and the compose/Traefik schema checks (uv)
 	uv run --frozen ruff check .
 	uv run --frozen ruff format --check .
 	uv run --frozen hadolint Dockerfile
-	uv run --frozen shellcheck .ci/run $(wildcard scripts/*.sh deploy/*.sh)
+	uv run --frozen shellcheck .ci/run deploy/*.sh
 	uv run --frozen pytest -q tests/static
+
+.PHONY: backup
+backup: ## pg_dump of the local stack's database to backups/ (FILE= to choose the name)
+	@mkdir -p backups
+	$(COMPOSE) exec -T db sh -c 'pg_dump -U "$$POSTGRES_USER" -Fc "$$POSTGRES_DB"' > $(or $(FILE),backups/$(shell date -u +%Y%m%dT%H%M%SZ).dump)
+	@echo "backup written: $(or $(FILE),backups/)"
+
+.PHONY: restore
+restore: ## Restore a backup into the local stack's database: make restore FILE=backups/x.dump
+	@test -n "$(FILE)" || { echo "usage: make restore FILE=backups/<name>.dump" >&2; exit 2; }
+	$(COMPOSE) exec -T db sh -c 'pg_restore --clean --if-exists --no-owner --single-transaction -U "$$POSTGRES_USER" -d "$$POSTGRES_DB"' < "$(FILE)"
+
+.PHONY: deploy
+deploy: ## Deploy HEAD to the server in deploy.env: zero downtime, health-gated, rolls back on failure
+	deploy/deploy.sh deploy
+
+.PHONY: rollback
+rollback: ## Roll the server back to the previous release, or RELEASE=<name>
+	deploy/deploy.sh rollback $(RELEASE)
+
+.PHONY: deploy-log
+deploy-log: ## Show the server's deploy log (who, when, release, result)
+	@deploy/deploy.sh log
+
+.PHONY: deploy-unlock
+deploy-unlock: ## Break a stale deploy lock on the server (only if no deploy is running!)
+	deploy/deploy.sh unlock
+
+.PHONY: deploy-backup
+deploy-backup: ## pg_dump of the server's database, kept on the server under backups/
+	deploy/deploy.sh backup
 
 .PHONY: prod-config
 prod-config: ## Check the production overlay against your .env (fails naming a missing secret)

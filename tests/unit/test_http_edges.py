@@ -127,3 +127,13 @@ def test_health_does_no_io(client):
 
 def test_unknown_route_is_404(client):
     assert client.get("/nope").status_code == 404
+
+
+def test_health_is_503_while_draining(tmp_path):
+    drain = tmp_path / "drain"
+    with TestClient(create_app(Settings(drain_file=str(drain)))) as c:
+        assert c.get("/health").status_code == 200
+        drain.touch()
+        r = c.get("/health")
+        assert r.status_code == 503
+        assert r.json() == {"status": "draining"}

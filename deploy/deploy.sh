@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# make deploy | rollback | deploy-log | deploy-unlock | deploy-backup: one server over SSH.
+#   deploy.sh deploy            build, ship, migrate, roll out with zero downtime, check, or roll back
+#   deploy.sh rollback [NAME]   the previous release (or NAME) serves again
+#   deploy.sh log | unlock | backup
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=deploy/lib.sh
+source deploy/lib.sh
+
+release_name() {
+  local rev dirty=""
+  rev=$(git rev-parse --short=12 HEAD) || die "not a git checkout"
+  if [[ -n $(git status --porcelain) ]]; then
+    [[ ${DEPLOY_ALLOW_DIRTY:-0} == 1 ]] || die "uncommitted changes; commit them (or DEPLOY_ALLOW_DIRTY=1)"
+    dirty=-dirty
+  fi
+  echo "$(date -u +%Y%m%dT%H%M%SZ)-$rev$dirty"
+}
+
+# The release: the revision's files (git archive), the production env, and what names it.
+upload_release() {
+  local release=$1 dir=$SSH_DIR/$1
+  mkdir -p "$dir"
+  git archive HEAD | tar -x -C "$dir"
+  cp "$DEPLOY_ENV_FILE" "$dir/.env"
+  printf '\n# set by make deploy\nAPP_IMAGE=%s\nAPP_TAG=%s\nPROXY_DYNAMIC_DIR=%s/proxy-dynamic\n' \
+    "$APP_IMAGE" "$release" "$DEPLOY_PATH" >>"$dir/.env"
+  chmod 600 "$dir/.env"
+  tar -C "$dir" -czf - . | "${SSH[@]}" "mkdir -p $(printf %q "$DEPLOY_PATH/releases/$release") &&
+    tar -xzf - -C $(printf %q "$DEPLOY_PATH/releases/$release")"
+}
+
+ship_images() {
+  local release=$1
+  local images=("$APP_IMAGE-api:$release" "$APP_IMAGE-worker:$release")
+  case $DEPLOY_IMAGES in
+    build)
+      say "building images on the server"
+      "${SSH[@]}" "cd $(printf %q "$DEPLOY_PATH/releases/$release") && docker compose -p $DEPLOY_PROJECT -f compose.yaml -f compose.prod.yaml build api worker"
+      ;;
+    ship | registry)
+      say "building ${images[*]}"
+      APP_IMAGE=$APP_IMAGE APP_TAG=$release docker compose build api worker >&2
+      if [[ $DEPLOY_IMAGES == registry ]]; then
+        for image in "${images[@]}"; do docker push "$image" >&2; done
+        "${SSH[@]}" "for i in ${images[*]}; do docker pull \$i; done"
+      else
+        say "shipping images over SSH, compressed"
+        docker save "${images[@]}" | gzip -1 | "${SSH[@]}" 'gunzip | docker load' >&2
+      fi
+      ;;
+  esac
+}
+
+public_check() {
+  local url=${DEPLOY_HEALTH_URL:-}
+  if [[ -z $url ]]; then
+    local domain
+    domain=$(sed -n 's/^API_DOMAIN=//p' "$DEPLOY_ENV_FILE" | tail -1)
+    url=https://$domain/ready
+  fi
+  local attempt
+  for attempt in 1 2 3 4 5; do
+    # shellcheck disable=SC2086 # several curl options
+    curl -fsS --max-time 5 ${DEPLOY_HEALTH_CURL_OPTS:-} "$url" >/dev/null && return 0
+    say "public check $attempt/5 of $url failed"
+    sleep 2
+  done
+  return 1
+}
+
+deploy() {
+  local release
+  release=$(release_name)
+  say "release $release to $DEPLOY_HOST:$DEPLOY_PATH"
+  remote preflight || die "preflight failed on $DEPLOY_HOST"
+  remote lock "$DEPLOY_WHO"
+  trap 'remote unlock || true; stop_ssh' EXIT
+  upload_release "$release"
+  remote check "$release" || die "the production env fails docker compose config (see above)"
+  ship_images "$release"
+  if ! remote activate "$release"; then
+    remote record failed "$release" "$DEPLOY_WHO" "new containers unhealthy; previous release kept"
+    die "release $release failed; the previous release is still serving"
+  fi
+  if ! public_check; then
+    local back
+    back=$(remote rollback) || die "public check failed and so did the rollback: act now"
+    remote record rolled-back "$release" "$DEPLOY_WHO" "public check failed; $back serves again"
+    die "public check failed after the switch; rolled back to $back"
+  fi
+  remote record success "$release" "$DEPLOY_WHO" "$(git log -1 --format=%s | tr '\t' ' ')"
+  say "release $release is live"
+}
+
+rollback() {
+  remote lock "$DEPLOY_WHO"
+  trap 'remote unlock || true; stop_ssh' EXIT
+  local back
+  back=$(remote rollback "${1:-}") || die "rollback failed"
+  remote record rollback "$back" "$DEPLOY_WHO" "requested"
+  say "release $back is live again"
+}
+
+main() {
+  load_settings
+  start_ssh
+  trap stop_ssh EXIT
+  case ${1:-deploy} in
+    deploy) deploy ;;
+    rollback) rollback "${2:-}" ;;
+    log) remote log ;;
+    unlock) remote unlock && say "lock broken" ;;
+    backup) remote backup ;;
+    *) die "usage: deploy.sh deploy|rollback [RELEASE]|log|unlock|backup" ;;
+  esac
+}
+
+main "$@"

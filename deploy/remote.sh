@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# Runs on the server (sent over SSH by deploy/lib.sh): everything that touches the running stack.
+#   remote.sh preflight | check R | lock WHO | unlock | activate R | rollback [R] | backup [NAME]
+#             | record RESULT R WHO MESSAGE | log | current
+set -euo pipefail
+
+: "${DEPLOY_PATH:?}" "${DEPLOY_PROJECT:?}" "${APP_IMAGE:?}"
+RELEASES=$DEPLOY_PATH/releases
+LOCK=$DEPLOY_PATH/deploy.lock
+DRAIN_FILE=/tmp/api.drain # the api's DRAIN_FILE default (api/settings.py)
+DRAIN_SECONDS=6           # three rounds of Traefik's 2 s active health check
+
+compose() {
+  docker compose -p "$DEPLOY_PROJECT" --project-directory "$RELEASES/$1" \
+    -f "$RELEASES/$1/compose.yaml" -f "$RELEASES/$1/compose.prod.yaml" "${@:2}"
+}
+
+preflight() {
+  docker version --format '{{.Server.Version}}' >/dev/null || { echo "Docker is not running" >&2; exit 1; }
+  docker compose version >/dev/null || { echo "Docker Compose v2 is missing" >&2; exit 1; }
+  mkdir -p "$RELEASES" "$DEPLOY_PATH/backups" "$DEPLOY_PATH/proxy-dynamic"
+  local free_mb
+  free_mb=$(df -Pm "$DEPLOY_PATH" | awk 'NR == 2 {print $4}')
+  ((free_mb >= ${DEPLOY_MIN_FREE_MB:-2048})) || { echo "only ${free_mb} MB free under $DEPLOY_PATH" >&2; exit 1; }
+}
+
+check() { compose "$1" config --quiet; }
+
+lock() {
+  local deadline=$((SECONDS + ${DEPLOY_LOCK_TIMEOUT:-120}))
+  until mkdir "$LOCK" 2>/dev/null; do
+    if ((SECONDS >= deadline)); then
+      echo "another deploy holds the lock: $(cat "$LOCK/owner" 2>/dev/null || echo unknown)" >&2
+      echo "if it is stale: make deploy-unlock" >&2
+      exit 75
+    fi
+    sleep 2
+  done
+  echo "$1 since $(date -u +%FT%TZ)" >"$LOCK/owner"
+}
+
+unlock() { rm -rf "$LOCK"; }
+
+record() { # RESULT RELEASE WHO MESSAGE: one line a deploy, appended, never rewritten
+  printf '%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$1" "$2" "$3" "${4:-}" >>"$DEPLOY_PATH/deploy.log"
+}
+
+current() { basename "$(readlink "$DEPLOY_PATH/current" 2>/dev/null || echo none)"; }
+
+backup() { # pg_dump of the running database, if there is one yet
+  local name=${1:-manual-$(date -u +%Y%m%dT%H%M%SZ)} release
+  release=$(current)
+  [[ $release != none ]] && [[ -n $(compose "$release" ps -q db 2>/dev/null) ]] || { echo "no database yet, no backup" >&2; return 0; }
+  # shellcheck disable=SC2016 # expanded by the db container's shell, from its own environment
+  compose "$release" exec -T db sh -c 'pg_dump -U "$POSTGRES_USER" -Fc "$POSTGRES_DB"' >"$DEPLOY_PATH/backups/$name.dump"
+  echo "backup: $DEPLOY_PATH/backups/$name.dump" >&2
+  find "$DEPLOY_PATH/backups" -name '*.dump' -printf '%T@ %p\n' | sort -rn | tail -n +11 | cut -d' ' -f2- | xargs -r rm -f
+}
+
+health_of() { docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$1"; }
+
+wait_healthy() { # CONTAINER...: all healthy, or fail fast on the first unhealthy one
+  local deadline=$((SECONDS + ${DEPLOY_HEALTH_TIMEOUT:-120})) c status pending
+  while :; do
+    pending=0
+    for c in "$@"; do
+      status=$(health_of "$c")
+      case $status in
+        healthy) ;;
+        unhealthy | exited | dead) echo "container ${c:0:12} is $status; its logs:" >&2; docker logs --tail 40 "$c" >&2; return 1 ;;
+        *) pending=1 ;;
+      esac
+    done
+    ((pending)) || return 0
+    if ((SECONDS >= deadline)); then
+      echo "not healthy within ${DEPLOY_HEALTH_TIMEOUT:-120}s; logs of ${1:0:12}:" >&2
+      docker logs --tail 40 "$1" >&2
+      return 1
+    fi
+    sleep 1
+  done
+}
+
+rollout_api() { # RELEASE: new containers beside the old, traffic moves once they are healthy
+  local release=$1 old new replicas
+  old=$(docker ps -q --filter "label=com.docker.compose.project=$DEPLOY_PROJECT" \
+    --filter label=com.docker.compose.service=api | sort)
+  replicas=$(grep -c . <<<"$old" || true)
+  if ((replicas == 0)); then
+    compose "$release" up -d --no-deps --wait api
+    return
+  fi
+  compose "$release" up -d --no-deps --no-recreate --scale "api=$((replicas * 2))" api
+  new=$(comm -13 <(echo "$old") <(docker ps -q --filter "label=com.docker.compose.project=$DEPLOY_PROJECT" \
+    --filter label=com.docker.compose.service=api | sort))
+  # shellcheck disable=SC2086 # one id a word
+  if ! wait_healthy $new; then
+    echo "new api containers unhealthy: removing them; the previous release keeps serving" >&2
+    # shellcheck disable=SC2086
+    docker rm -f $new >/dev/null
+    return 1
+  fi
+  # Drain: /health turns 503, Traefik's active check drops them, in-flight requests finish.
+  for c in $old; do docker exec "$c" touch "$DRAIN_FILE"; done
+  sleep "$DRAIN_SECONDS"
+  # shellcheck disable=SC2086
+  docker stop $old >/dev/null && docker rm $old >/dev/null
+}
+
+rollout_worker() { # Celery's warm shutdown lets running jobs finish; unfinished ones are redelivered.
+  compose "$1" up -d --no-deps --wait worker
+}
+
+switch_current() {
+  local previous
+  previous=$(current)
+  [[ $previous == none || $previous == "$1" ]] || ln -sfn "releases/$previous" "$DEPLOY_PATH/previous"
+  ln -sfn "releases/$1" "$DEPLOY_PATH/current.new" && mv -T "$DEPLOY_PATH/current.new" "$DEPLOY_PATH/current"
+}
+
+prune() { # keep the newest releases (and current/previous), and only their images
+  local keep=${DEPLOY_KEEP_RELEASES:-5} release
+  find "$RELEASES" -mindepth 1 -maxdepth 1 -type d -printf '%f\n' | sort -r | tail -n +"$((keep + 1))" |
+    while read -r release; do
+      [[ $release == "$(current)" || "releases/$release" == "$(readlink "$DEPLOY_PATH/previous" 2>/dev/null)" ]] && continue
+      rm -rf "${RELEASES:?}/$release"
+      docker image rm "$APP_IMAGE-api:$release" "$APP_IMAGE-worker:$release" >/dev/null 2>&1 || true
+    done
+}
+
+activate() { # RELEASE: backup, infrastructure, migrations, api, worker, switch
+  local release=$1
+  cp -a "$RELEASES/$release/proxy/dynamic/." "$DEPLOY_PATH/proxy-dynamic/"
+  backup "before-$release"
+  compose "$release" up -d --wait db redis proxy
+  compose "$release" run --rm migrate
+  rollout_api "$release"
+  rollout_worker "$release"
+  switch_current "$release"
+  prune
+}
+
+rollback() { # [RELEASE]: the previous release (default) serves again; no migrations are undone
+  local target=${1:-$(basename "$(readlink "$DEPLOY_PATH/previous" 2>/dev/null || echo none)")}
+  [[ $target != none && -d $RELEASES/$target ]] || { echo "no release to roll back to: $target" >&2; exit 1; }
+  rollout_api "$target"
+  rollout_worker "$target"
+  switch_current "$target"
+  echo "$target"
+}
+
+case ${1:-} in
+  preflight | check | lock | unlock | activate | rollback | backup | record | current) "$@" ;;
+  log) cat "$DEPLOY_PATH/deploy.log" 2>/dev/null || echo "no deploys yet" ;;
+  *) echo "usage: remote.sh preflight|check|lock|unlock|activate|rollback|backup|record|log|current" >&2; exit 2 ;;
+esac
