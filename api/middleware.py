@@ -57,10 +57,10 @@ class RequestContextMiddleware:
             REQUESTS.labels(method, route_path, str(status_code)).inc()
             LATENCY.labels(method, route_path).observe(elapsed)
             client = scope.get("client")
-            # The container healthcheck polls /health every few seconds: log it only when it fails.
+            # Probes poll these every few seconds: log them only when they fail.
             log = (
                 access_log.debug
-                if route_path == "/health" and status_code == 200
+                if route_path in ("/health", "/health/routable") and status_code == 200
                 else access_log.info
             )
             log(

@@ -67,8 +67,8 @@ class Settings(BaseSettings):
     max_requests_jitter: int = Field(1_000, ge=0)
     forwarded_allow_ips: str = "127.0.0.1"
     preload_app: bool = True
-    # While this file exists /health answers 503, so Traefik stops routing here before a deploy
-    # stops the container (deploy/remote.sh creates it).
+    # While this file exists /health/routable answers 503, so Traefik stops routing here before
+    # a deploy stops the container (deploy/remote.sh creates it).
     drain_file: str = "/tmp/api.drain"  # noqa: S108 - container-private tmpfs
 
     # Celery (worker/app.py).

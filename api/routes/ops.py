@@ -19,10 +19,17 @@ router = APIRouter(tags=["operations"])
 READY_CHECK_TIMEOUT = 2.0
 
 
-@router.get("/health", responses={503: {"description": "Draining before a stop"}})
-async def health(request: Request) -> JSONResponse:
-    """Liveness: the process answers. No network I/O, so a slow database never restarts the api.
-    503 while draining, so the proxy moves traffic away before the container is stopped."""
+@router.get("/health")
+async def health() -> JSONResponse:
+    """Liveness: the process answers. No I/O, so a slow database never restarts the api."""
+    return JSONResponse({"status": "ok"})
+
+
+@router.get("/health/routable", responses={503: {"description": "Draining before a stop"}})
+async def routable(request: Request) -> JSONResponse:
+    """For the probes (Traefik's active check, the container HEALTHCHECK): 503 while draining, so
+    traffic moves away before a deploy stops this container. Users' requests, /health included,
+    are still answered normally meanwhile."""
     if os.path.exists(request.app.state.settings.drain_file):  # noqa: ASYNC240 - one stat()
         return JSONResponse({"status": "draining"}, status_code=503)
     return JSONResponse({"status": "ok"})

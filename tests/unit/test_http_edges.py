@@ -129,11 +129,12 @@ def test_unknown_route_is_404(client):
     assert client.get("/nope").status_code == 404
 
 
-def test_health_is_503_while_draining(tmp_path):
+def test_routable_is_503_while_draining_and_health_is_not(tmp_path):
     drain = tmp_path / "drain"
     with TestClient(create_app(Settings(drain_file=str(drain)))) as c:
-        assert c.get("/health").status_code == 200
+        assert c.get("/health/routable").status_code == 200
         drain.touch()
-        r = c.get("/health")
+        r = c.get("/health/routable")
         assert r.status_code == 503
         assert r.json() == {"status": "draining"}
+        assert c.get("/health").status_code == 200
