@@ -146,6 +146,30 @@ def serving_release(client: httpx.Client):
     return client.get("/health").json().get("release")
 
 
+def proxy_log(srv: Path, env) -> str:
+    current = srv / "current"
+    proc = sh(
+        "docker",
+        "compose",
+        "-p",
+        PROJECT,
+        "--project-directory",
+        str(current),
+        "-f",
+        str(current / "compose.yaml"),
+        "-f",
+        str(current / "compose.prod.yaml"),
+        "logs",
+        "--no-color",
+        "--tail",
+        "80",
+        "proxy",
+        env=env,
+        check=False,
+    )
+    return proc.stdout[-6000:]
+
+
 def releases(srv: Path) -> list[str]:
     return sorted(p.name for p in (srv / "releases").iterdir())
 
@@ -226,7 +250,9 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
         make(workspace, "deploy")
         wait_until(lambda: load.releases_seen[-1] == 2, within=30)
         time.sleep(2)
-    assert set(load.outcomes) == {"200"}, f"failed requests during the deploy: {load.outcomes}"
+    assert set(load.outcomes) == {"200"}, (
+        f"failed requests during the deploy: {load.outcomes}\n{proxy_log(srv, env)}"
+    )
     assert load.outcomes["200"] > 100
     assert load.releases_seen == [1, 2], load.releases_seen
     release_2 = releases(srv)[-1]
