@@ -89,6 +89,8 @@ backup: ## pg_dump of the local stack's database to backups/ (FILE= to choose th
 restore: ## Restore a backup into the local stack's database: make restore FILE=backups/x.dump
 	@test -n "$(FILE)" || { echo "usage: make restore FILE=backups/<name>.dump" >&2; exit 2; }
 	$(COMPOSE) exec -T db sh -c 'pg_restore --clean --if-exists --no-owner --single-transaction -U "$$POSTGRES_USER" -d "$$POSTGRES_DB"' < "$(FILE)"
+	@# The item cache describes the data before the restore: empty it (db 0; the job queue is db 1).
+	$(COMPOSE) exec -T redis sh -c 'redis-cli $${REDIS_PASSWORD:+-a "$$REDIS_PASSWORD" --no-auth-warning} -n 0 FLUSHDB'
 
 .PHONY: deploy
 deploy: ## Deploy HEAD to the server in deploy.env: zero downtime, health-gated, rolls back on failure
