@@ -71,6 +71,11 @@ test: ## Unit, integration and end-to-end tests against a real stack (uv)
 test-fast: ## Unit and static tests only, no containers (uv)
 	uv run --frozen pytest tests/unit tests/static
 
+.PHONY: bench
+bench: ## Throughput, latency, start-up, size and scaling vs baselines (~7 min; wrk, uv)
+	@command -v wrk >/dev/null || { echo "make bench needs wrk (apt-get install wrk)" >&2; exit 1; }
+	uv run --frozen python bench/run.py
+
 .PHONY: lint
 lint: ## ruff, hadolint, shellcheck and the compose/Traefik schema checks (uv)
 	uv run --frozen ruff check .

@@ -76,12 +76,13 @@ class Stack:
     project: str = PROJECT
     files: tuple[str, ...] = ("compose.yaml", "tests/compose.test.yaml")
     with_proxy: bool = field(default_factory=lambda: image_exists(TRAEFIK_IMAGE))
+    env: dict[str, str] = field(default_factory=dict)
 
     def compose(self, *args: str, check: bool = True, timeout: float = 600, **env: str):
         cmd = ["docker", "compose", "-p", self.project]
         for f in self.files:
             cmd += ["-f", f]
-        return run([*cmd, *args], check=check, env=compose_env(**env), timeout=timeout)
+        return run([*cmd, *args], check=check, env=compose_env(**self.env, **env), timeout=timeout)
 
     @property
     def services(self) -> list[str]:

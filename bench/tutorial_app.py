@@ -1,0 +1,56 @@
+"""Baseline (a): the single-process app deployment tutorials show. uvicorn, one worker, items in
+an in-memory list, the same endpoint shapes as the kit. No database, no cache, no proxy."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import FastAPI, HTTPException
+from pydantic import BaseModel
+
+app = FastAPI()
+NOW = datetime.now(UTC)
+
+
+class ItemIn(BaseModel):
+    name: str
+    description: str | None = None
+    price_cents: int = 0
+
+
+items: list[dict] = [
+    {
+        "id": i,
+        "name": f"item-{i}",
+        "description": None,
+        "price_cents": i,
+        "created_at": NOW,
+        "updated_at": NOW,
+    }
+    for i in range(1, 1001)
+]
+
+
+@app.get("/health")
+async def health() -> dict:
+    return {"status": "ok"}
+
+
+@app.get("/items/{item_id}")
+async def get_item(item_id: int) -> dict:
+    if not 1 <= item_id <= len(items):
+        raise HTTPException(404, "not found")
+    return items[item_id - 1]
+
+
+@app.get("/items")
+async def list_items(limit: int = 20, after: int = 0) -> dict:
+    page = items[after : after + limit]
+    return {"items": page, "next_cursor": page[-1]["id"] if page else None}
+
+
+@app.post("/items", status_code=201)
+async def create_item(body: ItemIn) -> dict:
+    item = {"id": len(items) + 1, **body.model_dump(), "created_at": NOW, "updated_at": NOW}
+    items.append(item)
+    return item
