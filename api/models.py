@@ -16,6 +16,8 @@ class Base(DeclarativeBase):
 
 class Item(Base):
     __tablename__ = "items"
+    # INSERT/UPDATE ... RETURNING brings back created_at/updated_at: no refresh round trip.
+    __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012 - SQLAlchemy's own convention
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))

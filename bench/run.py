@@ -28,7 +28,7 @@ from tests.stack import Stack, run  # noqa: E402
 SECONDS = int(os.environ.get("BENCH_SECONDS", "8"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
 SEED_ITEMS = 50_000
-JOBS, JOB_COST = 60, 20_000
+JOBS, JOB_COST = 24, 300_000  # ~0.5 s of CPU each: enough to show parallelism
 HTTPS_PORT = 58543
 BASE_IMAGE = "python:3.12-slim"
 ENV = {
@@ -256,6 +256,24 @@ def main() -> dict[str, Any]:
     baselines["bare_asgi"] = {"health": wrk(f"{bare}/health")}
     run(["docker", "rm", "-f", "kit-bench-bare"], check=False)
 
+    log("tuning: the same bare app on asyncio + h11 instead of uvloop + httptools")
+    plain = baseline_container(
+        "kit-bench-bare",
+        "gunicorn",
+        "--config=python:api.gunicorn_conf",
+        "--worker-class=uvicorn_worker.UvicornH11Worker",
+        "bench.bare_asgi:app",
+    )
+    baselines["bare_asgi_h11_asyncio"] = {"health": wrk(f"{plain}/health")}
+    run(["docker", "rm", "-f", "kit-bench-bare"], check=False)
+    results["tuning"] = {
+        "uvloop_httptools_vs_asyncio_h11": round(
+            baselines["bare_asgi"]["health"]["rps"]
+            / baselines["bare_asgi_h11_asyncio"]["health"]["rps"],
+            2,
+        )
+    }
+
     log("ratios")
     same_shape = {
         "health": "health",
@@ -274,6 +292,9 @@ def main() -> dict[str, Any]:
 
     log("scaling")
     default_workers = web_concurrency()
+    # Memory with and without preload, each from a fresh container after the same warm-up.
+    recreate("api")
+    wrk(f"{api_url()}/items/{first_id}", seconds=2)
     memory_preload = worker_memory()
     recreate("api", WEB_CONCURRENCY="1")
     one = wrk(f"{api_url()}/items/{first_id}")
@@ -418,6 +439,15 @@ def markdown(results: dict[str, Any]) -> str:
         f"| {s['celery_concurrency']['ratio']} |",
         f"| api replicas 1 → 2, cached item via proxy req/s | {s['api_replicas']['one_rps']} "
         f"| {s['api_replicas']['two_rps']} | {s['api_replicas']['ratio']} |",
+    ]
+    lines += [
+        "",
+        "## Tuning",
+        "",
+        "| change | ratio |",
+        "|---|---:|",
+        "| uvloop + httptools (the kit) vs asyncio + h11, bare app req/s | "
+        f"{results['tuning']['uvloop_httptools_vs_asyncio_h11']} |",
     ]
     o = results["operations"]
     pre, nopre = o["memory_per_worker_preload"], o["memory_per_worker_no_preload"]
