@@ -296,6 +296,11 @@ def main() -> dict[str, Any]:
     recreate("api")
     wrk(f"{api_url()}/items/{first_id}", seconds=2)
     memory_preload = worker_memory()
+    recreate("api", LOG_LEVEL="warning")
+    quiet = wrk(f"{api_url()}/items/{first_id}")
+    results["tuning"]["app_access_log_off_vs_on"] = round(
+        quiet["rps"] / scenarios["item_cached"]["rps"], 2
+    )
     recreate("api", WEB_CONCURRENCY="1")
     one = wrk(f"{api_url()}/items/{first_id}")
     recreate("api", PRELOAD_APP="false")
@@ -448,6 +453,8 @@ def markdown(results: dict[str, Any]) -> str:
         "|---|---:|",
         "| uvloop + httptools (the kit) vs asyncio + h11, bare app req/s | "
         f"{results['tuning']['uvloop_httptools_vs_asyncio_h11']} |",
+        "| app access log off (LOG_LEVEL=warning) vs on, cached item req/s | "
+        f"{results['tuning']['app_access_log_off_vs_on']} |",
     ]
     o = results["operations"]
     pre, nopre = o["memory_per_worker_preload"], o["memory_per_worker_no_preload"]

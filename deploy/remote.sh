@@ -128,9 +128,20 @@ prune() { # keep the newest releases (and current/previous), and only their imag
     done
 }
 
+sync_proxy_config() { # RELEASE: changed files only, each replaced by a rename
+  # Traefik watches this directory: a file rewritten in place can be read half-written, and a
+  # router whose middleware is missing is dropped (404s for every request until the next read).
+  local src=$RELEASES/$1/proxy/dynamic dst=$DEPLOY_PATH/proxy-dynamic file name
+  for file in "$src"/*; do
+    name=$(basename "$file")
+    cmp -s "$file" "$dst/$name" && continue
+    cp "$file" "$dst/.$name.tmp" && mv -f "$dst/.$name.tmp" "$dst/$name"
+  done
+}
+
 activate() { # RELEASE: backup, infrastructure, migrations, api, worker, switch
   local release=$1
-  cp -a "$RELEASES/$release/proxy/dynamic/." "$DEPLOY_PATH/proxy-dynamic/"
+  sync_proxy_config "$release"
   backup "before-$release"
   compose "$release" up -d --wait db redis proxy
   compose "$release" run --rm migrate
