@@ -243,7 +243,10 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
     )
     assert item.status_code == 201
 
-    # Release 2, under steady load: not one request may fail.
+    # Release 2, under steady load: not one request may fail. It also changes the proxy's
+    # dynamic configuration, which Traefik reloads while serving.
+    middlewares = source / "proxy" / "dynamic" / "middlewares.yml"
+    middlewares.write_text(middlewares.read_text() + "# changed by release 2\n")
     commit_release(source, 2)
     with SteadyLoad() as load:
         time.sleep(2)
@@ -259,6 +262,7 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
     assert load.releases_seen[-1] == 2
     assert {serving_release(client) for _ in range(30)} == {2}
     release_2 = releases(srv)[-1]
+    assert (srv / "proxy-dynamic" / "middlewares.yml").read_text().endswith("release 2\n")
     assert client.get(f"/items/{item.json()['id']}").status_code == 200
 
     # Release 3 fails its health check: the deploy fails, release 2 keeps serving throughout.
