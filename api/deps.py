@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.cache import ItemCache
@@ -14,6 +15,9 @@ from api.settings import Settings
 async def session(request: Request) -> AsyncIterator[AsyncSession]:
     async with request.app.state.sessions() as db_session:
         yield db_session
+
+
+Session = Annotated[AsyncSession, Depends(session)]
 
 
 def cache(request: Request) -> ItemCache:

@@ -401,7 +401,10 @@ def markdown(results: dict[str, Any]) -> str:
         "Kit scenarios hit the api's own port (plain HTTP, like the baselines); `via proxy` rows go "
         "through Traefik over HTTPS. `vs tutorial`: the same endpoint shape in the single-process "
         "tutorial app (uvicorn, one worker, items in a list). `vs ceiling`: a bare ASGI app under "
-        "the kit's gunicorn settings.",
+        "the kit's gunicorn settings. Errors in the direct rows are keep-alive connections closed "
+        "when gunicorn recycles a worker after MAX_REQUESTS (the tutorial app never recycles); "
+        "through Traefik its retry middleware sends those requests again, so `via proxy` rows "
+        "show none.",
         "",
         "| scenario | req/s | p50 ms | p99 ms | errors | vs tutorial | vs ceiling |",
         "|---|---:|---:|---:|---:|---:|---:|",

@@ -6,7 +6,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from api import deps
 from api.auth import require_writer
@@ -18,7 +17,7 @@ from api.settings import Settings
 router = APIRouter(prefix="/items", tags=["items"])
 
 ItemId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The item's id")]
-Session = Annotated[AsyncSession, Depends(deps.session)]
+Session = deps.Session
 Cache = Annotated[ItemCache, Depends(deps.cache)]
 
 

@@ -14,7 +14,6 @@ from api import deps
 from api.auth import require_writer
 from api.metrics import JOBS_QUEUED
 from api.models import Job
-from api.routes.items import Session
 from api.schemas import JobIn, JobOut
 from api.settings import Settings
 from worker.app import JOB_TASK, celery_app
@@ -32,7 +31,7 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 )
 async def submit_job(
     body: JobIn,
-    db: Session,
+    db: deps.Session,
     settings: Annotated[Settings, Depends(deps.settings)],
     response: Response,
 ) -> JobOut:
@@ -62,7 +61,7 @@ async def submit_job(
 
 
 @router.get("/{job_id}", response_model=JobOut)
-async def get_job(job_id: uuid.UUID, db: Session) -> JobOut:
+async def get_job(job_id: uuid.UUID, db: deps.Session) -> JobOut:
     job = await db.get(Job, job_id)
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job_id} not found")

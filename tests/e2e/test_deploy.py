@@ -100,17 +100,10 @@ def workspace(server, tmp_path_factory):
         "APP_IMAGE": "kit-deploy-test",
     }
     yield source, root / "srv", env
-    compose = ["docker", "compose", "-p", PROJECT]
-    current = root / "srv" / "current"
-    if current.exists():
-        compose += [
-            "--project-directory",
-            str(current),
-            "-f",
-            str(current / "compose.yaml"),
-            "-f",
-            str(current / "compose.prod.yaml"),
-        ]
+    srv = root / "srv"
+    compose = (
+        current_compose(srv) if (srv / "current").exists() else ["docker", "compose", "-p", PROJECT]
+    )
     sh(*compose, "down", "-v", "--remove-orphans", "--timeout", "5", check=False, env=env)
     images = sh("docker", "images", "-q", "--filter", "reference=kit-deploy-test-*", check=False)
     if images.stdout.split():
@@ -146,9 +139,10 @@ def serving_release(client: httpx.Client):
     return client.get("/health").json().get("release")
 
 
-def proxy_log(srv: Path, env) -> str:
+def current_compose(srv: Path) -> list[str]:
+    """`docker compose` for the release the server's `current` link points at."""
     current = srv / "current"
-    proc = sh(
+    return [
         "docker",
         "compose",
         "-p",
@@ -159,6 +153,12 @@ def proxy_log(srv: Path, env) -> str:
         str(current / "compose.yaml"),
         "-f",
         str(current / "compose.prod.yaml"),
+    ]
+
+
+def proxy_log(srv: Path, env) -> str:
+    proc = sh(
+        *current_compose(srv),
         "logs",
         "--no-color",
         "--tail",
@@ -217,16 +217,7 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
     release_1 = releases(srv)[-1]
     assert (srv / "current").resolve().name == release_1
     token = sh(
-        "docker",
-        "compose",
-        "-p",
-        PROJECT,
-        "--project-directory",
-        str(srv / "current"),
-        "-f",
-        str(srv / "current" / "compose.yaml"),
-        "-f",
-        str(srv / "current" / "compose.prod.yaml"),
+        *current_compose(srv),
         "exec",
         "-T",
         "api",

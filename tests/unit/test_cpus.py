@@ -42,24 +42,19 @@ def test_no_cgroup_files(tmp_path):
     assert cpus.quota_cpus(tmp_path) is None
 
 
-def test_quota_caps_a_big_host(cgroup_v2, monkeypatch):
-    monkeypatch.setattr(cpus, "affinity_cpus", lambda: 64)
-    assert cpus.usable_cpus(cgroup_v2("200000 100000")) == 2
-
-
-def test_fractional_quota_rounds_up(cgroup_v2, monkeypatch):
-    monkeypatch.setattr(cpus, "affinity_cpus", lambda: 64)
-    assert cpus.usable_cpus(cgroup_v2("150000 100000")) == 2
-
-
-def test_affinity_caps_a_large_quota(cgroup_v2, monkeypatch):
-    monkeypatch.setattr(cpus, "affinity_cpus", lambda: 3)
-    assert cpus.usable_cpus(cgroup_v2("800000 100000")) == 3
-
-
-def test_tiny_quota_still_one(cgroup_v2, monkeypatch):
-    monkeypatch.setattr(cpus, "affinity_cpus", lambda: 8)
-    assert cpus.usable_cpus(cgroup_v2("10000 100000")) == 1
+@pytest.mark.parametrize(
+    ("affinity", "cpu_max", "expected"),
+    [
+        (64, "200000 100000", 2),  # a 64-core host, a 2-CPU container: 2, not 64
+        (64, "150000 100000", 2),  # a fractional quota rounds up
+        (3, "800000 100000", 3),  # affinity (--cpuset-cpus) caps a larger quota
+        (8, "10000 100000", 1),  # a tiny quota still gets one
+        (4, "max 100000", 4),  # no quota: the affinity mask
+    ],
+)
+def test_usable_cpus(cgroup_v2, monkeypatch, affinity, cpu_max, expected):
+    monkeypatch.setattr(cpus, "affinity_cpus", lambda: affinity)
+    assert cpus.usable_cpus(cgroup_v2(cpu_max)) == expected
 
 
 def test_garbage_cgroup_file_falls_back_to_affinity(cgroup_v2, monkeypatch):
