@@ -22,6 +22,10 @@ from tests.e2e.conftest import wait_until
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(not Path("/usr/sbin/sshd").exists(), reason="no sshd (openssh-server)"),
+    pytest.mark.skipif(
+        not stack_module.image_exists(stack_module.TRAEFIK_IMAGE),
+        reason="PROXY NOT EXERCISED: no traefik image, and a production deploy needs the proxy",
+    ),
 ]
 
 SSH_PORT = int(os.environ.get("KIT_TEST_SSH_PORT", "52222"))
