@@ -95,14 +95,12 @@ class ItemCache:
         await self._set(item_id, TOMBSTONE, only_if_absent=False)
 
     async def _set(self, item_id: int, value: bytes, *, only_if_absent: bool) -> None:
+        if await self._usable():
+            try:
+                await self.redis.set(self.key(item_id), value, ex=self.ttl, nx=only_if_absent)
+                return
+            except (RedisError, OSError) as exc:
+                self._failed("set", exc)
         if not only_if_absent:
-            # Owed until it lands: a write's old value must not survive a Redis outage.
+            # A write that did not land: its old value must not survive the Redis outage.
             self._unflushed.add(item_id)
-        if not await self._usable():
-            return
-        try:
-            await self.redis.set(self.key(item_id), value, ex=self.ttl, nx=only_if_absent)
-        except (RedisError, OSError) as exc:
-            self._failed("set", exc)
-            return
-        self._unflushed.discard(item_id)

@@ -81,3 +81,17 @@ async def test_redis_down_serves_from_database(client, auth, app, stack):
     assert (await client.get("/ready")).status_code == 200
     # The write made while Redis was down is what a read returns now.
     assert (await client.get(f"/items/{item['id']}")).json()["name"] == "edited"
+
+
+async def test_a_healthy_write_costs_one_redis_command(client, auth, app):
+    """Invalidations are owed only after a failure; a normal write is one SET, no DEL before it."""
+    item = (await client.post("/items", json={"name": "one-call"}, headers=auth)).json()
+
+    async def dels() -> int:
+        return (await app.state.redis.info("commandstats")).get("cmdstat_del", {}).get("calls", 0)
+
+    before = await dels()
+    r = await client.put(f"/items/{item['id']}", json={"name": "one-call-2"}, headers=auth)
+    assert r.status_code == 200
+    await client.delete(f"/items/{item['id']}", headers=auth)
+    assert await dels() == before
