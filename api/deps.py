@@ -24,5 +24,8 @@ def cache(request: Request) -> ItemCache:
     return request.app.state.cache
 
 
+Cache = Annotated[ItemCache, Depends(cache)]
+
+
 def settings(request: Request) -> Settings:
     return request.app.state.settings

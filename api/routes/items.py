@@ -9,7 +9,6 @@ from sqlalchemy import select
 
 from api import deps
 from api.auth import require_writer
-from api.cache import ItemCache
 from api.models import Item
 from api.schemas import ItemIn, ItemOut, ItemPage
 from api.settings import Settings
@@ -18,7 +17,7 @@ router = APIRouter(prefix="/items", tags=["items"])
 
 ItemId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The item's id")]
 Session = deps.Session
-Cache = Annotated[ItemCache, Depends(deps.cache)]
+Cache = deps.Cache
 
 
 def _not_found(item_id: int) -> HTTPException:
