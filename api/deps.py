@@ -20,12 +20,20 @@ async def session(request: Request) -> AsyncIterator[AsyncSession]:
 Session = Annotated[AsyncSession, Depends(session)]
 
 
-def cache(request: Request) -> ItemCache:
+async def read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with request.app.state.sessions(read_only=True) as db_session:
+        yield db_session
+
+
+ReadSession = Annotated[AsyncSession, Depends(read_session)]
+
+
+async def cache(request: Request) -> ItemCache:
     return request.app.state.cache
 
 
 Cache = Annotated[ItemCache, Depends(cache)]
 
 
-def settings(request: Request) -> Settings:
+async def settings(request: Request) -> Settings:
     return request.app.state.settings
