@@ -1,9 +1,24 @@
 """The async engine: one per process, made in the app's lifespan (so gunicorn --preload is safe:
-no connection is opened in the master and shared by forked workers)."""
+no connection is opened in the master and shared by forked workers).
+
+Round trips are the cost of a request here, so the engine spends as few as it can:
+- The liveness check on checkout is one `SELECT 1` (SQLAlchemy's pool_pre_ping wraps its ping in
+  BEGIN and ROLLBACK for pgbouncer's transaction mode, which this kit does not use: three round
+  trips).
+- Reads run in autocommit: one statement, one round trip, no BEGIN and ROLLBACK around it.
+- Requests beyond the pool wait in line, in order (see Sessions).
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import text
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import asyncpg
+from sqlalchemy import event, text
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -14,14 +29,22 @@ from sqlalchemy.ext.asyncio import (
 from api.settings import Settings
 
 
+def _ping_on_checkout(dbapi_connection: Any, connection_record: Any, proxy: Any) -> None:
+    """Pessimistic disconnect handling: a connection a database restart broke is replaced before
+    it is handed out (the pool retries the checkout on DisconnectionError), so a restart costs
+    errors only while the database is down. Errors that are not about the connection propagate."""
+    try:
+        dbapi_connection.run_async(lambda driver: driver.execute("SELECT 1"))
+    except (OSError, asyncpg.InterfaceError, asyncpg.PostgresError) as exc:
+        raise DisconnectionError(f"connection failed its liveness check: {exc!r}") from exc
+
+
 def create_engine(settings: Settings) -> AsyncEngine:
-    return create_async_engine(
+    engine = create_async_engine(
         settings.database_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
-        # A connection broken by a database restart is replaced before use, not handed out.
-        pool_pre_ping=True,
         pool_recycle=1800,
         connect_args={
             "timeout": 5,
@@ -31,10 +54,47 @@ def create_engine(settings: Settings) -> AsyncEngine:
             },
         },
     )
+    event.listen(engine.sync_engine, "checkout", _ping_on_checkout)
+    return engine
 
 
-def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False)
+class Sessions:
+    """Sessions in arrival order. SQLAlchemy's async pool lets a task that asks just as a
+    connection comes back take it ahead of the tasks already waiting (sqlalchemy#7679): under load
+    beyond the pool, a few requests then wait for seconds. A FIFO semaphore sized to the pool,
+    which hands each freed place to the longest waiter, keeps the pool itself free of waiters."""
+
+    def __init__(
+        self, makers: dict[bool, async_sessionmaker[AsyncSession]], places: int, timeout: float
+    ) -> None:
+        self._makers = makers
+        self._places = anyio.Semaphore(places, fast_acquire=True)
+        self._timeout = timeout
+
+    @asynccontextmanager
+    async def __call__(self, *, read_only: bool = False) -> AsyncIterator[AsyncSession]:
+        # TimeoutError: answered 503 by the app, like the pool's own timeout.
+        with anyio.fail_after(self._timeout):
+            await self._places.acquire()
+        try:
+            async with self._makers[read_only]() as session:
+                yield session
+        finally:
+            self._places.release()
+
+
+def create_sessions(engine: AsyncEngine, settings: Settings) -> Sessions:
+    """Write sessions: a transaction, committed explicitly. Read-only sessions: autocommit, so a
+    single-statement read costs one round trip, with no BEGIN and ROLLBACK around it (a read of
+    several statements that must agree with each other belongs in a write session)."""
+    makers = {
+        False: async_sessionmaker(engine, expire_on_commit=False),
+        True: async_sessionmaker(
+            engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+        ),
+    }
+    places = settings.db_pool_size + settings.db_max_overflow
+    return Sessions(makers, places, settings.db_pool_timeout)
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:

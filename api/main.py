@@ -15,7 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import exc as sa_exc
 
 from api.cache import ItemCache
-from api.db import create_engine, create_sessionmaker, head_revision
+from api.db import create_engine, create_sessions, head_revision
 from api.logs import configure_logging
 from api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from api.routes import items, jobs, ops
@@ -40,7 +40,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         retry_on_error=[RedisConnectionError],
     )
     app.state.engine = engine
-    app.state.sessions = create_sessionmaker(engine)
+    app.state.sessions = create_sessions(engine, settings)
     app.state.redis = redis
     app.state.cache = ItemCache(
         redis, settings.cache_ttl_seconds, settings.cache_retry_after_seconds

@@ -33,8 +33,10 @@ class Settings(BaseSettings):
     postgres_user: str = "app"
     postgres_password: SecretStr = SecretStr("app")
     postgres_db: str = "app"
-    db_pool_size: int = Field(5, ge=1, le=100)
-    db_max_overflow: int = Field(5, ge=0, le=100)
+    # Overflow connections are closed as soon as they are returned: under steady load above the
+    # pool size each request would open (and authenticate) a new one. So the budget is all pool.
+    db_pool_size: int = Field(10, ge=1, le=100)
+    db_max_overflow: int = Field(0, ge=0, le=100)
     db_pool_timeout: float = Field(10.0, gt=0)
     db_statement_timeout_ms: int = Field(15_000, ge=0)
 

@@ -49,7 +49,7 @@ async def get_item(item_id: ItemId, cache: Cache, request: Request) -> Response:
     if cached is not None:
         return Response(cached, media_type="application/json", headers={"X-Cache": "hit"})
     # A session only on a miss: a hit is the hot path and needs no database at all.
-    async with request.app.state.sessions() as db:
+    async with request.app.state.sessions(read_only=True) as db:
         item = await db.get(Item, item_id)
     if item is None:
         raise _not_found(item_id)
@@ -60,7 +60,7 @@ async def get_item(item_id: ItemId, cache: Cache, request: Request) -> Response:
 
 @router.get("", response_model=ItemPage)
 async def list_items(
-    db: Session,
+    db: deps.ReadSession,
     settings: Annotated[Settings, Depends(deps.settings)],
     limit: Annotated[int, Query(ge=1, le=1000, description="Items per page")] = 20,
     after: Annotated[

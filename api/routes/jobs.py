@@ -61,7 +61,7 @@ async def submit_job(
 
 
 @router.get("/{job_id}", response_model=JobOut)
-async def get_job(job_id: uuid.UUID, db: deps.Session) -> JobOut:
+async def get_job(job_id: uuid.UUID, db: deps.ReadSession) -> JobOut:
     job = await db.get(Job, job_id)
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job_id} not found")
