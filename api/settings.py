@@ -64,7 +64,9 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     timeout: int = Field(30, ge=1)
     graceful_timeout: int = Field(25, ge=1)
-    keep_alive: int = Field(5, ge=1)
+    # Longer than Traefik's idle timeout for api connections (60 s, compose.yaml), so the proxy,
+    # never the api, closes an idle connection it may be about to reuse.
+    keep_alive: int = Field(65, ge=1)
     max_requests: int = Field(10_000, ge=0)
     max_requests_jitter: int = Field(1_000, ge=0)
     forwarded_allow_ips: str = "127.0.0.1"

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from jsonschema import Draft7Validator
 
+from api.settings import Settings
 from tests.static.compose_config import compose_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,6 +109,15 @@ def test_static_flags_match_the_schema(config):
     assert tree["accessLog"]["format"] == "json"
     assert tree["entryPoints"]["websecure"]["forwardedHeaders"]["trustedIPs"]
     assert "api" not in tree, "the dashboard must stay off (or be put behind basic auth)"
+
+
+def test_the_proxy_closes_idle_api_connections_before_the_api_does(config):
+    flags = dict(
+        arg.removeprefix("--").partition("=")[::2] for arg in config["services"]["proxy"]["command"]
+    )
+    proxy_idle = flags["serversTransport.forwardingTimeouts.idleConnTimeout"]
+    assert proxy_idle.endswith("s")
+    assert int(proxy_idle.removesuffix("s")) < Settings().keep_alive
 
 
 def test_an_unknown_static_flag_is_caught():
