@@ -21,6 +21,18 @@ needs_proxy = pytest.mark.skipif(
 )
 
 
+def test_servers_start_without_errors(http, stack):
+    """gunicorn and uvicorn log nothing at ERROR: a new server release once logged one at every
+    start (its control socket), which would have hidden real errors in plain sight."""
+    server_errors = [
+        line
+        for line in stack.logs("api", tail=2000).splitlines()
+        if re.search(r'"logger": "(gunicorn|uvicorn)\.error"', line)
+        and re.search(r'"level": "(ERROR|CRITICAL)"', line)
+    ]
+    assert server_errors == []
+
+
 def test_item_and_cache_paths(http, auth):
     r = http.post("/items", json={"name": "e2e", "price_cents": 1}, headers=auth)
     assert r.status_code == 201
