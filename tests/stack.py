@@ -82,7 +82,9 @@ class Stack:
         cmd = ["docker", "compose", "-p", self.project]
         for f in self.files:
             cmd += ["-f", f]
-        return run([*cmd, *args], check=check, env=compose_env(**self.env, **env), timeout=timeout)
+        return run(
+            [*cmd, *args], check=check, env=compose_env(**{**self.env, **env}), timeout=timeout
+        )
 
     @property
     def services(self) -> list[str]:
