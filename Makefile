@@ -72,9 +72,14 @@ test-fast: ## Unit and static tests only, no containers (uv)
 	uv run --frozen pytest tests/unit tests/static
 
 .PHONY: bench
-bench: ## Throughput, latency, start-up, size and scaling vs baselines (~7 min; wrk, uv)
+bench: ## Throughput, latency, start-up, size and scaling vs baselines (~6 min; wrk, uv)
 	@command -v wrk >/dev/null || { echo "make bench needs wrk (apt-get install wrk)" >&2; exit 1; }
 	uv run --frozen python bench/run.py
+
+.PHONY: bench-compare
+bench-compare: ## Two api builds or settings, alternating on one stack: A=<tag> B=<tag> [A_ENV= B_ENV=]
+	@command -v wrk >/dev/null || { echo "make bench-compare needs wrk (apt-get install wrk)" >&2; exit 1; }
+	A="$(A)" B="$(B)" A_ENV="$(A_ENV)" B_ENV="$(B_ENV)" uv run --frozen python bench/compare.py
 
 .PHONY: lint
 lint: ## ruff, hadolint, shellcheck and the compose/Traefik schema checks (uv)

@@ -1,0 +1,83 @@
+"""make bench-compare: the same request scenarios against two builds of the api, A and B,
+alternating A, B, A, B on one stack and one data set, so both see the same machine. Prints each
+run and the ratio of the medians, B / A.
+
+Build A from another revision first, for example:
+    git worktree add /tmp/kit-a <rev> && (cd /tmp/kit-a && APP_TAG=a docker compose build api)
+    make bench-compare A=a B=bench
+B defaults to this checkout (built here as tag `bench`). A/B may also differ only in settings:
+    make bench-compare A=bench B=bench B_ENV="DB_POOL_SIZE=5,DB_MAX_OVERFLOW=5"
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import run as bench
+
+SCENARIOS = ("item_cached", "item_db", "items_page", "create_item")
+
+
+def settings(spec: str) -> dict[str, str]:
+    return dict(pair.split("=", 1) for pair in spec.split(",") if pair)
+
+
+def measure(scenario: str, url: str, first_id: int, token: str) -> dict[str, float]:
+    if scenario == "item_cached":
+        httpx.get(f"{url}/items/{first_id}")
+        return bench.wrk(f"{url}/items/{first_id}")
+    if scenario == "item_db":
+        bench.flush_cache()
+        walk = {"WALK_FIRST": str(first_id), "WALK_SPAN": str(bench.SEED_ITEMS)}
+        return bench.wrk(f"{url}/", script="walk_items.lua", env=walk)
+    if scenario == "items_page":
+        return bench.wrk(f"{url}/items?limit=20&after={first_id}")
+    return bench.wrk(f"{url}/items", script="create_item.lua", env={"BENCH_TOKEN": token})
+
+
+def main() -> None:
+    tags = {"A": os.environ.get("A", "bench"), "B": os.environ.get("B", "bench")}
+    envs = {"A": settings(os.environ.get("A_ENV", "")), "B": settings(os.environ.get("B_ENV", ""))}
+    rounds = int(os.environ.get("ROUNDS", "2"))
+    scenarios = os.environ.get("SCENARIOS", ",".join(SCENARIOS)).split(",")
+    bench.stack.down()
+    bench.stack.up()  # builds this checkout as tag `bench`
+    bench.psql(
+        "INSERT INTO items (name, description, price_cents) SELECT 'seed-' || g, 'seeded', g "
+        f"FROM generate_series(1, {bench.SEED_ITEMS}) g"
+    )
+    first_id = int(bench.psql("SELECT min(id) FROM items"))
+    rps: dict[str, dict[str, list[float]]] = {"A": {}, "B": {}}
+    for round_number in range(rounds):
+        for side in ("A", "B"):
+            bench.recreate("api", APP_TAG=tags[side], **envs[side])
+            url = bench.api_url()
+            token = bench.stack.compose(
+                "exec", "-T", "api", "python", "-m", "api.token", "bench"
+            ).stdout.strip()
+            for scenario in scenarios:
+                figures = measure(scenario, url, first_id, token)
+                rps[side].setdefault(scenario, []).append(figures["rps"])
+                print(
+                    f"round {round_number + 1} {side} ({tags[side]}) {scenario}: "
+                    f"{figures['rps']} req/s, p99 {figures['p99_ms']} ms, "
+                    f"{figures['errors']} errors",
+                    flush=True,
+                )
+    bench.stack.down()
+    print(f"\nA = {tags['A']} {envs['A'] or ''}, B = {tags['B']} {envs['B'] or ''}")
+    print("| scenario | A req/s | B req/s | B / A |\n|---|---:|---:|---:|")
+    for scenario in scenarios:
+        a, b = statistics.median(rps["A"][scenario]), statistics.median(rps["B"][scenario])
+        print(f"| {scenario} | {a:.1f} | {b:.1f} | {b / a:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
