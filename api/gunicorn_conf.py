@@ -31,10 +31,10 @@ preload_app = _settings.preload_app
 loglevel = _settings.log_level
 accesslog = None
 logconfig_dict = logging_config(_settings.log_level)
-# Heartbeat files on tmpfs, not the container's overlay disk, which can stall workers.
 # gunicorn >= 25's runtime control socket: the kit changes workers through the environment and a
 # recreate, and the socket's default directory is not writable for the app user.
 control_socket_disable = True
+# Heartbeat files on tmpfs, not the container's overlay disk, which can stall workers.
 worker_tmp_dir = "/dev/shm" if Path("/dev/shm").is_dir() else None  # noqa: S108
 
 
