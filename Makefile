@@ -71,15 +71,18 @@ test: ## Unit, integration and end-to-end tests against a real stack (uv)
 test-fast: ## Unit and static tests only, no containers (uv)
 	uv run --frozen pytest tests/unit tests/static
 
+# wrk is the benchmarks' load generator; Debian packages it.
+NEEDS_WRK = @command -v wrk >/dev/null || { echo "make $@ needs wrk (apt-get install wrk)" >&2; exit 1; }
+
 .PHONY: bench
 bench: ## Throughput, latency, start-up, size and scaling vs baselines (~6 min; wrk, uv)
-	@command -v wrk >/dev/null || { echo "make bench needs wrk (apt-get install wrk)" >&2; exit 1; }
+	$(NEEDS_WRK)
 	uv run --frozen python bench/run.py
 
 .PHONY: bench-compare
 bench-compare: ## Two api builds or settings, alternating on one stack: A=<tag> B=<tag> [A_ENV= B_ENV=]
-	@command -v wrk >/dev/null || { echo "make bench-compare needs wrk (apt-get install wrk)" >&2; exit 1; }
-	A="$(A)" B="$(B)" A_ENV="$(A_ENV)" B_ENV="$(B_ENV)" uv run --frozen python bench/compare.py
+	$(NEEDS_WRK)
+	uv run --frozen python bench/compare.py
 
 .PHONY: lint
 lint: ## ruff, hadolint, shellcheck and the compose/Traefik schema checks (uv)

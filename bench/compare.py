@@ -29,31 +29,15 @@ def settings(spec: str) -> dict[str, str]:
     return dict(pair.split("=", 1) for pair in spec.split(",") if pair)
 
 
-def measure(scenario: str, url: str, first_id: int, token: str) -> dict[str, float]:
-    if scenario == "item_cached":
-        httpx.get(f"{url}/items/{first_id}")
-        return bench.wrk(f"{url}/items/{first_id}")
-    if scenario == "item_db":
-        bench.flush_cache()
-        walk = {"WALK_FIRST": str(first_id), "WALK_SPAN": str(bench.SEED_ITEMS)}
-        return bench.wrk(f"{url}/", script="walk_items.lua", env=walk)
-    if scenario == "items_page":
-        return bench.wrk(f"{url}/items?limit=20&after={first_id}")
-    return bench.wrk(f"{url}/items", script="create_item.lua", env={"BENCH_TOKEN": token})
-
-
 def main() -> None:
-    tags = {"A": os.environ.get("A", "bench"), "B": os.environ.get("B", "bench")}
+    # `make bench-compare A=` passes an empty value: that means the default too.
+    tags = {"A": os.environ.get("A") or "bench", "B": os.environ.get("B") or "bench"}
     envs = {"A": settings(os.environ.get("A_ENV", "")), "B": settings(os.environ.get("B_ENV", ""))}
     rounds = int(os.environ.get("ROUNDS", "2"))
     scenarios = os.environ.get("SCENARIOS", ",".join(SCENARIOS)).split(",")
     bench.stack.down()
     bench.stack.up()  # builds this checkout as tag `bench`
-    bench.psql(
-        "INSERT INTO items (name, description, price_cents) SELECT 'seed-' || g, 'seeded', g "
-        f"FROM generate_series(1, {bench.SEED_ITEMS}) g"
-    )
-    first_id = int(bench.psql("SELECT min(id) FROM items"))
+    first_id = bench.seed_items()
     rps: dict[str, dict[str, list[float]]] = {"A": {}, "B": {}}
     for round_number in range(rounds):
         for side in ("A", "B"):
@@ -62,8 +46,13 @@ def main() -> None:
             token = bench.stack.compose(
                 "exec", "-T", "api", "python", "-m", "api.token", "bench"
             ).stdout.strip()
+            requests = bench.kit_requests(url, first_id, token)
+            httpx.get(f"{url}/items/{first_id}")  # cached, for item_cached
             for scenario in scenarios:
-                figures = measure(scenario, url, first_id, token)
+                if scenario == "item_db":
+                    bench.flush_cache()
+                target, options = requests[scenario]
+                figures = bench.wrk(target, **options)
                 rps[side].setdefault(scenario, []).append(figures["rps"])
                 print(
                     f"round {round_number + 1} {side} ({tags[side]}) {scenario}: "
