@@ -37,8 +37,22 @@ def compose_env(**extra: str) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        # The test process's own settings must not leak into the stack's containers.
-        if not k.startswith(("POSTGRES_", "REDIS_", "CELERY_", "WEB_CONCURRENCY", "JWT_"))
+        # The test process's own settings must not leak into the stack's containers, nor a
+        # shell's into the settings make bench passes through (bench/compose.bench.yaml).
+        if not k.startswith(
+            (
+                "POSTGRES_",
+                "REDIS_",
+                "CELERY_",
+                "WEB_CONCURRENCY",
+                "JWT_",
+                "DB_",
+                "LOG_LEVEL",
+                "PRELOAD_APP",
+                "KEEP_ALIVE",
+                "MAX_REQUESTS",
+            )
+        )
     }
     env.update(
         NOFILE_LIMIT=_nofile_limit(),
