@@ -29,9 +29,10 @@ ENV PATH=/venv/bin:$PATH \
 WORKDIR /app
 COPY --from=build /venv /venv
 COPY alembic.ini ./
+COPY core ./core
 COPY api ./api
 COPY worker ./worker
-RUN python -m compileall -q api worker
+RUN python -m compileall -q core api worker
 # Numeric, so Kubernetes-style runAsNonRoot checks and host tools can resolve it.
 USER 10001:10001
 

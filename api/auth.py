@@ -14,7 +14,7 @@ import jwt
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.settings import Settings
+from core.settings import Settings
 
 WRITE_SCOPE = "write"
 

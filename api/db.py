@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from api.settings import Settings
+from core.settings import Settings
 
 
 def _ping_on_checkout(dbapi_connection: Any, connection_record: Any, proxy: Any) -> None:

@@ -1,39 +1,54 @@
-"""Request-scoped dependencies, taken from what the lifespan put on app.state."""
+"""Request-scoped dependencies, taken from what the lifespan put on app.state.
+
+Every route takes its dependencies through these aliases, defined here once:
+SessionDep (a write transaction), ReadSessionDep (autocommit reads), CacheDep, SettingsDep,
+JobQueueDep.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, cast
 
+from celery import Celery
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.cache import ItemCache
-from api.settings import Settings
+from api.db import Sessions
+from core.settings import Settings
+
+
+def _sessions(request: Request) -> Sessions:
+    return cast(Sessions, request.app.state.sessions)
 
 
 async def session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with request.app.state.sessions() as db_session:
+    async with _sessions(request)() as db_session:
         yield db_session
-
-
-Session = Annotated[AsyncSession, Depends(session)]
 
 
 async def read_session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with request.app.state.sessions(read_only=True) as db_session:
+    async with _sessions(request)(read_only=True) as db_session:
         yield db_session
 
 
-ReadSession = Annotated[AsyncSession, Depends(read_session)]
-
-
+# `async def` throughout: FastAPI runs a plain `def` dependency in the thread pool, a thread hop on
+# every request.
 async def cache(request: Request) -> ItemCache:
-    return request.app.state.cache
-
-
-Cache = Annotated[ItemCache, Depends(cache)]
+    return cast(ItemCache, request.app.state.cache)
 
 
 async def settings(request: Request) -> Settings:
-    return request.app.state.settings
+    return cast(Settings, request.app.state.settings)
+
+
+async def job_queue(request: Request) -> Celery:
+    return cast(Celery, request.app.state.job_queue)
+
+
+SessionDep = Annotated[AsyncSession, Depends(session)]
+ReadSessionDep = Annotated[AsyncSession, Depends(read_session)]
+CacheDep = Annotated[ItemCache, Depends(cache)]
+SettingsDep = Annotated[Settings, Depends(settings)]
+JobQueueDep = Annotated[Celery, Depends(job_queue)]

@@ -1,33 +1,32 @@
 """gunicorn configuration: `gunicorn -c python:api.gunicorn_conf api.main:app`.
 
-Every value comes from api/settings.py (environment variables), so the same image runs with 1 worker
-on a laptop, the container's CPU quota on a server, and on whatever $PORT a platform sets.
+Every value comes from core/settings.py (environment variables), so the same image runs with 1
+worker on a laptop, the container's CPU quota on a server, and on whatever $PORT a platform sets.
 """
 
 from __future__ import annotations
 
 import gc
-import os
 import shutil
 from pathlib import Path
 
 from prometheus_client import multiprocess
 
-from api.logs import logging_config
-from api.settings import get_settings
+from core.logs import logging_config
+from core.settings import get_settings
 
 _settings = get_settings()
 
 bind = _settings.bind_address
-workers = _settings.workers
+workers = _settings.gunicorn_workers
 worker_class = "uvicorn_worker.UvicornWorker"
-timeout = _settings.timeout
-graceful_timeout = _settings.graceful_timeout
-keepalive = _settings.keep_alive
-max_requests = _settings.max_requests
-max_requests_jitter = _settings.max_requests_jitter
+timeout = _settings.gunicorn_timeout
+graceful_timeout = _settings.gunicorn_graceful_timeout
+keepalive = _settings.gunicorn_keep_alive
+max_requests = _settings.gunicorn_max_requests
+max_requests_jitter = _settings.gunicorn_max_requests_jitter
 forwarded_allow_ips = _settings.forwarded_allow_ips
-preload_app = _settings.preload_app
+preload_app = _settings.gunicorn_preload_app
 loglevel = _settings.log_level
 accesslog = None
 logconfig_dict = logging_config(_settings.log_level)
@@ -41,7 +40,7 @@ worker_tmp_dir = "/dev/shm" if Path("/dev/shm").is_dir() else None  # noqa: S108
 def _fresh_metrics_directory() -> None:
     """Runs as the config loads, before --preload imports the app and its metrics: samples from
     a previous run of this container must not be merged into this one's."""
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    directory = _settings.prometheus_multiproc_dir
     if directory:
         shutil.rmtree(directory, ignore_errors=True)
         Path(directory).mkdir(parents=True, exist_ok=True)
@@ -64,5 +63,5 @@ def post_fork(server: object, worker: object) -> None:
 
 
 def child_exit(server: object, worker: object) -> None:
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if _settings.prometheus_multiproc_dir:
         multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]

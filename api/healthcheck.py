@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import urllib.request
 
-from api.settings import get_settings
+from core.settings import get_settings
 
 
 def main() -> int:

@@ -16,10 +16,11 @@ from sqlalchemy import exc as sa_exc
 
 from api.cache import ItemCache
 from api.db import create_engine, create_sessions, head_revision
-from api.logs import configure_logging
 from api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from api.routes import items, jobs, ops
-from api.settings import Settings, get_settings
+from core.jobs import make_celery
+from core.logs import configure_logging
+from core.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +47,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis, settings.cache_ttl_seconds, settings.cache_retry_after_seconds
     )
     app.state.head_revision = head_revision()
+    # A client only: it sends jobs and never loads the worker's task code.
+    app.state.job_queue = make_celery(settings)
     try:
         yield
     finally:
+        app.state.job_queue.close()
         await redis.aclose()
         await engine.dispose()
 

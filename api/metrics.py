@@ -7,8 +7,6 @@ exited workers dead. Without it (tests, `uvicorn --reload`), the process's own r
 
 from __future__ import annotations
 
-import os
-
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -30,8 +28,10 @@ CACHE_EVENTS = Counter("cache_events_total", "Item cache lookups and failures", 
 JOBS_QUEUED = Counter("jobs_queued_total", "Jobs accepted and sent to the worker queue")
 
 
-def render() -> tuple[bytes, str]:
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+def render(multiproc_dir: str | None) -> tuple[bytes, str]:
+    """multiproc_dir: Settings.prometheus_multiproc_dir (prometheus_client reads the same variable
+    to decide where each process writes)."""
+    if multiproc_dir:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST

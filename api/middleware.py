@@ -11,8 +11,8 @@ import uuid
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.logs import request_id_var
 from api.metrics import LATENCY, REQUESTS
+from core.logs import request_id_var
 
 access_log = logging.getLogger("api.access")
 

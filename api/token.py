@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from api.auth import WRITE_SCOPE, issue_token
-from api.settings import get_settings
+from core.settings import get_settings
 
 
 def main(argv: list[str] | None = None) -> None:

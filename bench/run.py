@@ -208,7 +208,7 @@ def web_concurrency() -> int:
             api,
             "python",
             "-c",
-            "from api.settings import get_settings; print(get_settings().workers)",
+            "from core.settings import get_settings; print(get_settings().gunicorn_workers)",
         ]
     ).stdout
     return int(out)
@@ -377,7 +377,7 @@ def main() -> dict[str, Any]:
     }
     recreate("api", WEB_CONCURRENCY="1")
     one = wrk(f"{api_url()}/items/{first_id}")
-    recreate("api", PRELOAD_APP="false")
+    recreate("api", GUNICORN_PRELOAD_APP="false")
     wrk(f"{api_url()}/items/{first_id}", seconds=2)  # warm every worker
     memory_no_preload = worker_memory()
     recreate("api")

@@ -48,6 +48,7 @@ def compose_env(**extra: str) -> dict[str, str]:
                 "JWT_",
                 "DB_",
                 "LOG_LEVEL",
+                "GUNICORN_",
                 "PRELOAD_APP",
                 "KEEP_ALIVE",
                 "MAX_REQUESTS",

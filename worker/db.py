@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.settings import get_settings
+from core.settings import get_settings
 
 _sessions: sessionmaker[Session] | None = None
 

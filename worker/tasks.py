@@ -11,8 +11,9 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_process_init
 from sqlalchemy import update
 
-from api.models import Job, JobState
-from worker.app import JOB_TASK, celery_app
+from core.jobs import RUN_JOB_TASK
+from core.models import Job, JobState
+from worker.app import celery_app
 from worker.compute import iterated_sha256
 from worker.db import reset_after_fork, sessions
 
@@ -29,7 +30,7 @@ def _set(job_id: uuid.UUID, **values: object) -> None:
         session.execute(update(Job).where(Job.id == job_id).values(**values))
 
 
-@celery_app.task(name=JOB_TASK)
+@celery_app.task(name=RUN_JOB_TASK)
 def run_job(job_id: str) -> None:
     jid = uuid.UUID(job_id)
     with sessions().begin() as session:

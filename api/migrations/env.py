@@ -6,8 +6,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool, text
 
-from api.models import Base
-from api.settings import get_settings
+from core.models import Base
+from core.settings import get_settings
 
 # Any constant shared by every migrator of this database; the value is arbitrary.
 MIGRATION_LOCK_ID = 727_274_001

@@ -7,17 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
 from sqlalchemy import select
 
-from api import deps
 from api.auth import require_writer
-from api.models import Item
+from api.deps import CacheDep, ReadSessionDep, SessionDep, SettingsDep
 from api.schemas import ItemIn, ItemOut, ItemPage
-from api.settings import Settings
+from core.models import Item
 
 router = APIRouter(prefix="/items", tags=["items"])
 
 ItemId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The item's id")]
-Session = deps.Session
-Cache = deps.Cache
 
 
 def _not_found(item_id: int) -> HTTPException:
@@ -30,7 +27,7 @@ def _not_found(item_id: int) -> HTTPException:
     response_model=ItemOut,
     dependencies=[Depends(require_writer)],
 )
-async def create_item(body: ItemIn, db: Session, cache: Cache, response: Response) -> ItemOut:
+async def create_item(body: ItemIn, db: SessionDep, cache: CacheDep, response: Response) -> ItemOut:
     item = Item(**body.model_dump())
     db.add(item)
     await db.flush()
@@ -42,7 +39,7 @@ async def create_item(body: ItemIn, db: Session, cache: Cache, response: Respons
 
 
 @router.get("/{item_id}", response_model=ItemOut)
-async def get_item(item_id: ItemId, cache: Cache, request: Request) -> Response:
+async def get_item(item_id: ItemId, cache: CacheDep, request: Request) -> Response:
     cached = await cache.get(item_id)
     if cached is False:
         raise _not_found(item_id)
@@ -60,8 +57,8 @@ async def get_item(item_id: ItemId, cache: Cache, request: Request) -> Response:
 
 @router.get("", response_model=ItemPage)
 async def list_items(
-    db: deps.ReadSession,
-    settings: Annotated[Settings, Depends(deps.settings)],
+    db: ReadSessionDep,
+    settings: SettingsDep,
     limit: Annotated[int, Query(ge=1, le=1000, description="Items per page")] = 20,
     after: Annotated[
         int, Query(ge=0, le=2**63 - 1, description="The next_cursor of the previous page")
@@ -81,7 +78,7 @@ async def list_items(
 
 
 @router.put("/{item_id}", response_model=ItemOut, dependencies=[Depends(require_writer)])
-async def replace_item(item_id: ItemId, body: ItemIn, db: Session, cache: Cache) -> ItemOut:
+async def replace_item(item_id: ItemId, body: ItemIn, db: SessionDep, cache: CacheDep) -> ItemOut:
     item = await db.get(Item, item_id, with_for_update=True)
     if item is None:
         raise _not_found(item_id)
@@ -97,7 +94,7 @@ async def replace_item(item_id: ItemId, body: ItemIn, db: Session, cache: Cache)
 @router.delete(
     "/{item_id}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[Depends(require_writer)]
 )
-async def delete_item(item_id: ItemId, db: Session, cache: Cache) -> Response:
+async def delete_item(item_id: ItemId, db: SessionDep, cache: CacheDep) -> Response:
     item = await db.get(Item, item_id)
     if item is None:
         raise _not_found(item_id)

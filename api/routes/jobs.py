@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Response, status
 from kombu.exceptions import OperationalError as BrokerError
 from starlette.concurrency import run_in_threadpool
 
-from api import deps
 from api.auth import require_writer
+from api.deps import JobQueueDep, ReadSessionDep, SessionDep, SettingsDep
 from api.metrics import JOBS_QUEUED
-from api.models import Job
 from api.schemas import JobIn, JobOut
-from api.settings import Settings
-from worker.app import JOB_TASK, celery_app
+from core.jobs import RUN_JOB_TASK
+from core.models import Job
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +29,9 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 )
 async def submit_job(
     body: JobIn,
-    db: deps.Session,
-    settings: Annotated[Settings, Depends(deps.settings)],
+    db: SessionDep,
+    settings: SettingsDep,
+    job_queue: JobQueueDep,
     response: Response,
 ) -> JobOut:
     if body.cost > settings.job_max_cost:
@@ -45,7 +44,7 @@ async def submit_job(
     await db.commit()  # before sending: the worker must find the row
     await db.refresh(job)
     try:
-        await run_in_threadpool(celery_app.send_task, JOB_TASK, args=[str(job.id)])
+        await run_in_threadpool(job_queue.send_task, RUN_JOB_TASK, args=[str(job.id)])
     except (BrokerError, OSError) as exc:
         log.error("job queue unavailable", extra={"job_id": str(job.id), "error": repr(exc)})
         await db.delete(job)
@@ -61,7 +60,7 @@ async def submit_job(
 
 
 @router.get("/{job_id}", response_model=JobOut)
-async def get_job(job_id: uuid.UUID, db: deps.ReadSession) -> JobOut:
+async def get_job(job_id: uuid.UUID, db: ReadSessionDep) -> JobOut:
     job = await db.get(Job, job_id)
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job_id} not found")

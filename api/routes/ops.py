@@ -12,7 +12,8 @@ from fastapi.responses import JSONResponse
 
 from api import metrics
 from api.db import current_revision
-from api.logs import request_id_var
+from api.deps import SettingsDep
+from core.logs import request_id_var
 
 router = APIRouter(tags=["operations"])
 
@@ -66,8 +67,8 @@ async def ready(request: Request) -> JSONResponse:
 
 
 @router.get("/metrics", include_in_schema=False)
-async def prometheus_metrics() -> Response:
-    payload, content_type = metrics.render()
+async def prometheus_metrics(settings: SettingsDep) -> Response:
+    payload, content_type = metrics.render(settings.prometheus_multiproc_dir)
     return Response(payload, media_type=content_type)
 
 

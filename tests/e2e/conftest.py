@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from api.auth import WRITE_SCOPE, issue_token
-from api.settings import Settings
+from core.settings import Settings
 from tests import stack as stack_module
 
 pytestmark = pytest.mark.e2e

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from api.auth import WRITE_SCOPE, issue_token
-from api.settings import get_settings
+from core.settings import get_settings
 
 pytestmark = pytest.mark.integration
 

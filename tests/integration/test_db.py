@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import event, text
 
 from api.db import create_engine, create_sessions
-from api.settings import get_settings
+from core.settings import get_settings
 
 pytestmark = pytest.mark.integration
 

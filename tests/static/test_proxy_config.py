@@ -12,7 +12,7 @@ import pytest
 import yaml
 from jsonschema import Draft7Validator
 
-from api.settings import Settings
+from core.settings import Settings
 from tests.static.compose_config import compose_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,7 +117,7 @@ def test_the_proxy_closes_idle_api_connections_before_the_api_does(config):
     )
     proxy_idle = flags["serversTransport.forwardingTimeouts.idleConnTimeout"]
     assert proxy_idle.endswith("s")
-    assert int(proxy_idle.removesuffix("s")) < Settings().keep_alive
+    assert int(proxy_idle.removesuffix("s")) < Settings().gunicorn_keep_alive
 
 
 def test_an_unknown_static_flag_is_caught():

@@ -9,7 +9,7 @@ import pytest
 from fastapi import HTTPException
 
 from api.auth import WRITE_SCOPE, decode_token, issue_token
-from api.settings import Settings
+from core.settings import Settings
 
 
 @pytest.fixture
@@ -89,7 +89,7 @@ def test_alg_none_refused(settings):
 
 
 def test_token_command_prints_a_valid_token(capsys, monkeypatch):
-    from api import settings as settings_module
+    from core import settings as settings_module
     from api import token
 
     monkeypatch.setenv("JWT_SECRET", "command-test-secret-command-test")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from api import cpus
+from core import cpus
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from api.auth import issue_token
 from api.main import create_app
-from api.settings import Settings
+from core.settings import Settings
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from api import cpus
-from api.settings import DEV_JWT_SECRET, Settings
+from core import cpus
+from core.settings import DEV_JWT_SECRET, Settings
 
 ALL_ENV = [
     "ENVIRONMENT",
@@ -41,17 +41,17 @@ def test_defaults_need_no_environment():
 
 
 def test_worker_counts_default_to_usable_cpus(monkeypatch):
-    monkeypatch.setattr("api.settings.usable_cpus", lambda: 3)
+    monkeypatch.setattr("core.settings.usable_cpus", lambda: 3)
     s = Settings()
-    assert s.workers == 3
-    assert s.worker_concurrency == 3
+    assert s.gunicorn_workers == 3
+    assert s.celery_processes == 3
 
 
 def test_worker_counts_from_environment(monkeypatch):
     monkeypatch.setenv("WEB_CONCURRENCY", "5")
     monkeypatch.setenv("CELERY_CONCURRENCY", "7")
     s = Settings()
-    assert (s.workers, s.worker_concurrency) == (5, 7)
+    assert (s.gunicorn_workers, s.celery_processes) == (5, 7)
 
 
 @pytest.mark.parametrize(
@@ -90,8 +90,8 @@ def test_visibility_timeout_must_exceed_time_limit(monkeypatch):
         Settings()
     monkeypatch.delenv("CELERY_VISIBILITY_TIMEOUT")
     s = Settings()
-    assert s.visibility_timeout == 200
-    assert s.soft_time_limit < s.celery_task_time_limit
+    assert s.celery_redelivery_timeout == 200
+    assert s.celery_soft_time_limit < s.celery_task_time_limit
 
 
 def test_secrets_are_not_in_repr(monkeypatch):

@@ -1,7 +1,9 @@
-"""Every setting of the api and the worker, read from environment variables.
+"""Every setting of the api, the worker and the migrations, read from environment variables.
 
 The defaults run the kit on a laptop with no `.env`; production overrides them (compose.prod.yaml
-refuses to start without the secrets). This is the only module that reads the environment.
+refuses to start without the secrets). This is the only module of the kit that reads the
+environment. Names say which process a setting configures: GUNICORN_* the api's server, CELERY_*
+the worker; a few keep the names platforms set (PORT, WEB_CONCURRENCY, FORWARDED_ALLOW_IPS).
 """
 
 from __future__ import annotations
@@ -10,18 +12,25 @@ from functools import lru_cache
 from typing import Literal
 from urllib.parse import quote
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from api.cpus import usable_cpus
+from core.cpus import usable_cpus
 
 DEV_JWT_SECRET = "dev-only-insecure-jwt-secret-change-me"  # noqa: S105 - a development default
+
+
+def _renamed(name: str) -> AliasChoices:
+    """GUNICORN_<NAME> first, then the old unprefixed <NAME>."""
+    return AliasChoices(f"gunicorn_{name}", name)
 
 
 class Settings(BaseSettings):
     # An empty variable (`JWT_SECRET=` copied from .env.example) means "use the default", never
     # an empty secret.
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", env_ignore_empty=True)
+    model_config = SettingsConfigDict(
+        case_sensitive=False, extra="ignore", env_ignore_empty=True, populate_by_name=True
+    )
 
     environment: Literal["development", "production", "test"] = "development"
     app_name: str = "fastapi-compose-kit"
@@ -62,20 +71,27 @@ class Settings(BaseSettings):
     web_concurrency: int | None = Field(None, ge=1)
     bind: str | None = None
     port: int = Field(8000, ge=1, le=65535)
-    timeout: int = Field(30, ge=1)
-    graceful_timeout: int = Field(25, ge=1)
+    # GUNICORN_*: the names without the prefix are still read, until the next release (CHANGELOG).
+    gunicorn_timeout: int = Field(30, ge=1, validation_alias=_renamed("timeout"))
+    gunicorn_graceful_timeout: int = Field(25, ge=1, validation_alias=_renamed("graceful_timeout"))
     # Longer than Traefik's idle timeout for api connections (60 s, compose.yaml), so the proxy,
     # never the api, closes an idle connection it may be about to reuse.
-    keep_alive: int = Field(65, ge=1)
-    max_requests: int = Field(10_000, ge=0)
-    max_requests_jitter: int = Field(1_000, ge=0)
+    gunicorn_keep_alive: int = Field(65, ge=1, validation_alias=_renamed("keep_alive"))
+    # Off: a recycled worker resets the keep-alive connections a request is already on its way
+    # over (.env.example has the figures). A leak is bounded by the container's memory limit.
+    gunicorn_max_requests: int = Field(0, ge=0, validation_alias=_renamed("max_requests"))
+    gunicorn_max_requests_jitter: int = Field(
+        1_000, ge=0, validation_alias=_renamed("max_requests_jitter")
+    )
+    gunicorn_preload_app: bool = Field(True, validation_alias=_renamed("preload_app"))
     forwarded_allow_ips: str = "127.0.0.1"
-    preload_app: bool = True
+    # Set in the api image: gunicorn's workers write their metrics there (api/metrics.py).
+    prometheus_multiproc_dir: str | None = None
     # While this file exists /health/routable answers 503, so Traefik stops routing here before
     # a deploy stops the container (deploy/remote.sh creates it).
     drain_file: str = "/tmp/api.drain"  # noqa: S108 - container-private tmpfs
 
-    # Celery (worker/app.py).
+    # Celery (core/jobs.py).
     celery_concurrency: int | None = Field(None, ge=1)
     celery_task_time_limit: int = Field(300, ge=1)
     celery_visibility_timeout: int | None = Field(None, ge=1)
@@ -93,7 +109,7 @@ class Settings(BaseSettings):
             "",
         ):
             raise ValueError("JWT_SECRET must be set to a real secret in production")
-        if self.visibility_timeout <= self.celery_task_time_limit:
+        if self.celery_redelivery_timeout <= self.celery_task_time_limit:
             raise ValueError(
                 "CELERY_VISIBILITY_TIMEOUT must exceed CELERY_TASK_TIME_LIMIT, "
                 "or running jobs are delivered twice"
@@ -127,20 +143,21 @@ class Settings(BaseSettings):
         return f"{base}/{int(db) + 1}" if db.isdigit() else self.redis_url.get_secret_value()
 
     @property
-    def workers(self) -> int:
+    def gunicorn_workers(self) -> int:
         return self.web_concurrency or usable_cpus()
 
     @property
-    def worker_concurrency(self) -> int:
+    def celery_processes(self) -> int:
         return self.celery_concurrency or usable_cpus()
 
     @property
-    def soft_time_limit(self) -> int:
+    def celery_soft_time_limit(self) -> int:
         """The task is told first, so it can record the failure before the hard kill."""
         return max(1, self.celery_task_time_limit - max(1, self.celery_task_time_limit // 10))
 
     @property
-    def visibility_timeout(self) -> int:
+    def celery_redelivery_timeout(self) -> int:
+        """Redis's visibility timeout: when an unacknowledged job goes to another worker."""
         return self.celery_visibility_timeout or self.celery_task_time_limit * 2
 
     @property
