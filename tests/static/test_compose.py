@@ -8,8 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from pydantic import AliasChoices
 from jsonschema import Draft7Validator
+from pydantic import AliasChoices
 
 from tests.static.compose_config import ROOT, compose_config, run_config
 

@@ -89,8 +89,8 @@ def test_alg_none_refused(settings):
 
 
 def test_token_command_prints_a_valid_token(capsys, monkeypatch):
-    from core import settings as settings_module
     from api import token
+    from core import settings as settings_module
 
     monkeypatch.setenv("JWT_SECRET", "command-test-secret-command-test")
     settings_module.get_settings.cache_clear()
