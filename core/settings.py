@@ -65,7 +65,6 @@ class Settings(BaseSettings):
 
     # Requests.
     max_body_bytes: int = Field(1_048_576, ge=1024)
-    page_size_max: int = Field(100, ge=1)
 
     # gunicorn (api/gunicorn_conf.py). None means "work it out from the usable CPUs".
     web_concurrency: int | None = Field(None, ge=1)
@@ -95,7 +94,6 @@ class Settings(BaseSettings):
     celery_concurrency: int | None = Field(None, ge=1)
     celery_task_time_limit: int = Field(300, ge=1)
     celery_visibility_timeout: int | None = Field(None, ge=1)
-    job_max_cost: int = Field(20_000_000, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
