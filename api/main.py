@@ -22,7 +22,6 @@ from core.logs import configure_logging
 from core.settings import Settings, get_settings
 
 
-
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Made here, per worker process, never at import: safe with gunicorn --preload.
