@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import RETRY_AFTER_SECONDS, is_service_unavailable, unavailable_body
 from api.metrics import LATENCY, REQUESTS
+from api.shutdown import draining
 from core.logs import request_id_var
 
 access_log = logging.getLogger("api.access")
@@ -47,6 +48,8 @@ class RequestContextMiddleware:
                     (k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"
                 ]
                 headers.append((b"x-request-id", request_id.encode("latin-1")))
+                if draining.is_set():  # stopping: the client reconnects, to a server that stays
+                    headers.append((b"connection", b"close"))
                 message["headers"] = headers
             await send(message)
 
