@@ -4,16 +4,17 @@ Consistency: writers overwrite the key after their commit (SET), and a delete le
 tombstone; readers fill a missing key only with SET NX. So a reader that loaded a row before a
 concurrent write can never put the old row back over the writer's value.
 
-Redis failures never fail a request: they are logged, counted, and for a few seconds the cache is
-skipped altogether so a dead Redis does not add its timeout to every request. A write that could not
-reach Redis is remembered, and its key deleted before this process uses the cache again: Redis
-keeps its data across a restart, so without that the old row would come back with it.
+Redis failures never fail a request: they are logged, counted, and the cache is skipped altogether
+until a background probe finds Redis answering again, so requests never wait on a Redis that is
+down (its name may not even resolve while its container is stopped). A write that could not reach
+Redis is remembered, and its key deleted before this process uses the cache again: Redis keeps its
+data across a restart, so without that the old row would come back with it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import time
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -31,19 +32,17 @@ class ItemCache:
         self.redis = redis
         self.ttl = ttl_seconds
         self.retry_after = retry_after_seconds
-        self._skip_until = 0.0
+        self._down = False
+        self._probe: asyncio.Task[None] | None = None
         self._unflushed: set[int] = set()
 
     @staticmethod
     def key(item_id: int) -> str:
         return f"item:{item_id}"
 
-    def _available(self) -> bool:
-        return time.monotonic() >= self._skip_until
-
     async def _usable(self) -> bool:
-        """Available, and no invalidation owed from an earlier failure."""
-        if not self._available():
+        """Up, and no invalidation owed from an earlier failure."""
+        if self._down:
             return False
         if self._unflushed:
             owed = list(self._unflushed)
@@ -56,12 +55,33 @@ class ItemCache:
         return True
 
     def _failed(self, operation: str, exc: Exception) -> None:
-        self._skip_until = time.monotonic() + self.retry_after
         CACHE_EVENTS.labels(event="error").inc()
+        if self._down:
+            return
+        self._down = True
         log.warning(
             "cache unavailable, serving from the database",
             extra={"operation": operation, "error": repr(exc)},
         )
+        self._probe = asyncio.get_running_loop().create_task(self._wait_for_redis())
+
+    async def _wait_for_redis(self) -> None:
+        """Every retry_after seconds, one PING off the request path; the cache is used again
+        (invalidations owed first) once one succeeds."""
+        while True:
+            await asyncio.sleep(self.retry_after)
+            try:
+                await self.redis.ping()
+            except (RedisError, OSError) as exc:
+                log.debug("cache still unavailable", extra={"error": repr(exc)})
+                continue
+            self._down = False
+            log.warning("cache available again")
+            return
+
+    async def close(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
 
     async def get(self, item_id: int) -> bytes | bool | None:
         """The cached item's JSON, ready to send; False where the item is known deleted; None on a

@@ -33,8 +33,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         socket_connect_timeout=settings.redis_socket_timeout,
         health_check_interval=30,
         # A connection the server closed (Redis restarted) is retried on a fresh one, quickly:
-        # a Redis that is really down must cost milliseconds, not redis-py's default seconds.
-        retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.05), retries=2),
+        # once (a Redis that is really down is then skipped until a probe finds it: api/cache.py).
+        retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.05), retries=1),
         retry_on_error=[RedisConnectionError],
     )
     app.state.engine = engine
@@ -50,6 +50,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         app.state.job_queue.close()
+        await app.state.cache.close()
         await redis.aclose()
         await engine.dispose()
 

@@ -5,7 +5,8 @@ that sits unread in the socket when the server closes it, and gets a reset. So o
 `docker stop`, a deploy, a gunicorn reload or a recycle after GUNICORN_MAX_REQUESTS) a worker
 first drains for GUNICORN_DRAIN_SECONDS: it keeps accepting and answering, but every response says
 `Connection: close`, so each busy client is told to reconnect before the connection goes away.
-Only then does uvicorn's own graceful shutdown run (in-flight requests finish, idle connections
+Then it stops accepting, answers what it already accepted for a second, and only then does
+uvicorn's own graceful shutdown run (in-flight requests finish, idle connections
 close). Meanwhile the gunicorn master's drain file makes /health/routable answer 503, so Traefik
 routes new requests elsewhere (api/gunicorn_conf.py).
 """
@@ -27,6 +28,9 @@ from core.settings import get_settings
 
 log = logging.getLogger(__name__)
 
+# After the drain, how long a worker that no longer accepts keeps serving what it has accepted.
+QUIET_SECONDS = 1.0
+
 # Set in a worker process while it drains; read on every response (api/middleware.py).
 draining = threading.Event()
 
@@ -37,6 +41,7 @@ class DrainingServer(Server):
         self.drain_seconds = drain_seconds
         self._drain_until: float | None = None
         self._drain_signal: int | None = None
+        self._quiet_until: float | None = None
 
     def _begin_drain(self, reason: str) -> None:
         self._drain_until = time.monotonic() + self.drain_seconds
@@ -61,6 +66,15 @@ class DrainingServer(Server):
                 return stop
             self._begin_drain("request limit")
         if time.monotonic() < self._drain_until:
+            return False
+        if self._quiet_until is None:
+            # Stop accepting first, and keep answering a moment longer: a connection accepted
+            # just now has a request on its way, which uvicorn's shutdown would take for an idle
+            # connection and reset. Other workers, or the proxy's other replicas, take new ones.
+            for server in self.servers:
+                server.close()
+            self._quiet_until = time.monotonic() + QUIET_SECONDS
+        if time.monotonic() < self._quiet_until:
             return False
         if self._drain_signal is not None:
             # Recorded now, so uvicorn re-raises it after its shutdown, as without a drain.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -77,7 +78,11 @@ async def test_redis_down_serves_from_database(client, auth, app, stack):
     finally:
         stack.compose("start", "redis")
         stack.wait_healthy("redis")
-    app.state.cache._skip_until = 0  # no need to wait out the back-off in a test
+    # The cache is used again once its background probe finds Redis (every retry_after seconds).
+    deadline = time.monotonic() + app.state.settings.cache_retry_after_seconds + 10
+    while app.state.cache._down and time.monotonic() < deadline:  # noqa: ASYNC110 - a flag
+        await asyncio.sleep(0.2)
+    assert not app.state.cache._down, "the cache never came back after Redis did"
     assert (await client.get("/ready")).status_code == 200
     # The write made while Redis was down is what a read returns now.
     assert (await client.get(f"/items/{item['id']}")).json()["name"] == "edited"

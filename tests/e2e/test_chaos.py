@@ -1,0 +1,215 @@
+"""Faults under steady load: the real stack, many keep-alive clients, one fault at a time, and
+counts of what failed, how, and for how long (tests/load.py records every request).
+
+Each scenario prints its counts (run with -s to see them); README's failure section quotes them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import httpx
+import pytest
+
+from tests import stack as stack_module
+from tests.e2e.conftest import wait_until
+from tests.load import LoadResult, cycle, get, post, steady_load
+
+pytestmark = pytest.mark.e2e
+
+CLIENTS = 32
+WARM_UP = 3.0
+SETTLE = 3.0
+
+
+def report(name: str, load: LoadResult, fault: float) -> None:
+    print(f"\n[chaos] {name}: {load.summary(fault)}")
+
+
+def _api_address(stack) -> str:
+    """The api container's own address on the edge network, as Traefik reaches it: a published
+    port would put docker-proxy in between, which accepts a connection even when the api is gone
+    and then drops it, so a refused connection would look like a lost request."""
+    networks = stack.inspect(stack.container_ids("api")[0])["NetworkSettings"]["Networks"]
+    edge = next(v for k, v in networks.items() if k.endswith("_edge"))
+    return f"http://{edge['IPAddress']}:8000"
+
+
+@pytest.fixture
+def direct(stack) -> str:
+    return _api_address(stack)
+
+
+@pytest.fixture(scope="module")
+def proxied(stack) -> tuple[str, dict[str, str]]:
+    if not stack.with_proxy:
+        pytest.fail("the chaos suite needs the proxy (traefik image): make CI provide it")
+    return f"https://127.0.0.1:{stack_module.HTTPS_PORT}", {"Host": "api.localhost"}
+
+
+@pytest.fixture(scope="module")
+def item_ids(http, auth) -> list[int]:
+    ids = [
+        http.post("/items", json={"name": f"chaos-{i}"}, headers=auth).json()["id"]
+        for i in range(8)
+    ]
+    for item_id in ids:
+        http.get(f"/items/{item_id}")  # cached from here on
+    return ids
+
+
+def _ready(url: str, headers: dict[str, str] | None = None) -> bool:
+    return httpx.get(f"{url}/ready", headers=headers, verify=False, timeout=3).status_code == 200
+
+
+def test_postgres_restart_answers_503_never_500(stack, direct, auth, item_ids):
+    requests = cycle(
+        get("/items?limit=20"),
+        post("/items", {"name": "written during a database restart"}, **auth),
+        get(f"/items?limit=5&after={item_ids[0]}"),
+    )
+    with steady_load(direct, requests, connections=CLIENTS) as load:
+        time.sleep(WARM_UP)
+        fault = time.monotonic()
+        stack.compose("restart", "db")
+        wait_until(lambda: _ready(direct), within=60)
+        time.sleep(SETTLE)
+    report("PostgreSQL restart", load, fault)
+
+    kinds = load.kinds()
+    assert kinds["500"] == 0, kinds
+    assert kinds["lost"] + kinds["refused"] + kinds["timeout"] == 0, kinds
+    unavailable = [o for o in load.outcomes if o.kind.startswith("5")]
+    assert all(o.kind == "503" for o in unavailable), kinds
+    assert all(o.retry_after and o.request_id for o in unavailable)
+    assert load.recovered_after(fault) < 30
+    assert any(o.ok for o in load.between(fault + load.recovered_after(fault)))
+
+
+def _error_lines(stack, since: str) -> list[str]:
+    logs = stack.compose("logs", "--no-color", "--since", since, "api", check=False).stdout
+    return [
+        line
+        for line in logs.splitlines()
+        if '"level": "ERROR"' in line or "never retrieved" in line or "Traceback" in line
+    ]
+
+
+def test_redis_outage_costs_no_errors_and_little_latency(stack, direct, item_ids):
+    requests = cycle(*(get(f"/items/{i}") for i in item_ids), get("/items?limit=5"))
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 1))
+    with steady_load(direct, requests, connections=CLIENTS) as load:
+        time.sleep(WARM_UP + 2)
+        fault = time.monotonic()
+        stack.compose("stop", "redis")
+        time.sleep(6)
+        back = time.monotonic()
+        stack.compose("start", "redis")
+        stack.wait_healthy("redis", timeout=60)
+        time.sleep(SETTLE)
+    report("Redis stopped for 6 s", load, fault)
+
+    before = load.between(fault - WARM_UP, fault)
+    during = load.between(fault, back)
+    p99_before, p99_during = load.p99(before), load.p99(during)
+    print(f"[chaos] p99 before {p99_before * 1000:.1f} ms, during {p99_during * 1000:.1f} ms")
+    assert load.failures() == [], load.kinds()
+    assert p99_during <= 2 * p99_before
+    assert _error_lines(stack, since) == []
+
+
+def test_graceful_stop_loses_no_request_sent_before_it(stack, direct, item_ids):
+    """64 keep-alive clients on the api directly; `docker compose stop api`. Every request sent
+    before the stop is answered. After it the api drains (GUNICORN_DRAIN_SECONDS, answering with
+    `Connection: close`) and then goes away: requests sent to it directly from then on may fail,
+    as with any server that stops; behind Traefik they go to another replica (deploy test)."""
+    requests = cycle(*(get(f"/items/{i}") for i in item_ids))
+    try:
+        with steady_load(direct, requests, connections=64) as load:
+            time.sleep(WARM_UP)
+            fault = time.monotonic()
+            stack.compose("stop", "api")
+            time.sleep(1)
+        report("graceful stop", load, fault)
+        before = load.between(0, fault)
+        assert load.failures(before) == [], load.kinds(before)
+        answered_while_draining = [o for o in load.between(fault) if o.ok]
+        assert answered_while_draining, "the api stopped answering at once: no drain"
+    finally:
+        stack.compose("start", "api")
+        stack.wait_healthy("api")
+
+
+def _api_with(stack, **env: str) -> str:
+    """Recreate the api with test-only settings (tests/compose.test.yaml); the new direct URL."""
+    stack.compose("up", "-d", "--wait", "--no-deps", "api", **env)
+    stack.wait_healthy("api")
+    return _api_address(stack)
+
+
+def test_worker_recycling_and_reload_lose_no_request(stack, auth, item_ids, proxied):
+    """GUNICORN_MAX_REQUESTS is off by default; turned on (low, so workers recycle every few
+    seconds) and with a gunicorn reload (SIGHUP), no client request may fail, POSTs included."""
+    base, host = proxied
+    try:
+        url = _api_with(stack, KIT_TEST_GUNICORN_MAX_REQUESTS="300")
+        requests = cycle(
+            *(get(f"/items/{i}") for i in item_ids),
+            post("/items", {"name": "written while workers recycle"}, **auth),
+        )
+        with steady_load(url, requests, connections=CLIENTS, max_seconds=60) as direct_load:
+            time.sleep(12)
+            fault = time.monotonic()
+            stack.compose("kill", "-s", "HUP", "api")
+            time.sleep(8)
+        report("recycling every 300 requests + SIGHUP, direct", direct_load, fault)
+        with steady_load(base, requests, headers=host, connections=8, rate=150) as proxy_load:
+            time.sleep(10)
+        report("recycling every 300 requests, through the proxy", proxy_load, fault)
+        assert direct_load.failures() == [], direct_load.kinds()
+        assert proxy_load.failures() == [], proxy_load.kinds()
+        assert len(direct_load.outcomes) > 3000, "too few requests to recycle the workers"
+    finally:
+        _api_with(stack)
+
+
+def _kill_main_process(stack, container: str) -> int:
+    """SIGKILL the container's PID 1 from the host: a crash, which the restart policy handles
+    (`docker kill` would be a manual stop, which Docker does not restart)."""
+    state = stack.inspect(container)
+    os.kill(state["State"]["Pid"], signal.SIGKILL)
+    return int(state["RestartCount"])
+
+
+@pytest.mark.parametrize("replicas", [2, 1])
+def test_api_crash_behind_the_proxy(stack, auth, item_ids, proxied, replicas):
+    """Two replicas: a crash costs no GET and at most the POSTs in flight. One replica: counted,
+    not asserted (README: run API_REPLICAS=2 in production)."""
+    base, host = proxied
+    stack.compose("up", "-d", "--wait", "--no-recreate", "--scale", f"api={replicas}", "api")
+    try:
+        victim = stack.wait_healthy("api")[0]
+        requests = cycle(
+            *(get(f"/items/{i}") for i in item_ids),
+            get("/items?limit=10"),
+            post("/items", {"name": "written during an api crash"}, **auth),
+        )
+        with steady_load(base, requests, headers=host, connections=16, rate=150) as load:
+            time.sleep(WARM_UP)
+            fault = time.monotonic()
+            restarts = _kill_main_process(stack, victim)
+            wait_until(lambda: stack.inspect(victim)["RestartCount"] > restarts, within=60)
+            stack.wait_healthy("api", timeout=120)
+            time.sleep(SETTLE)
+        report(f"api crash, {replicas} replica(s), through the proxy", load, fault)
+        failed = load.failures()
+        if replicas == 2:
+            assert [o for o in failed if o.method == "GET"] == [], load.kinds()
+            in_flight = [o for o in failed if o.sent <= fault <= o.sent + o.took]
+            assert len(failed) == len(in_flight), load.kinds()
+        else:
+            assert load.recovered_after(fault) < 60
+    finally:
+        stack.compose("up", "-d", "--wait", "--no-recreate", "--scale", "api=1", "api")
