@@ -31,6 +31,7 @@ pytestmark = [
 SSH_PORT = int(os.environ.get("KIT_TEST_SSH_PORT", "52222"))
 HTTPS_PORT = 38443
 PROJECT = "kit-deploy"
+DRAIN_FILE = "/tmp/kit-deploy-test.drain"  # noqa: S108 - in the api container's tmpfs
 HEALTH_PATCH = (
     'return JSONResponse({"status": "ok"})',
     'return JSONResponse({"status": "ok", "release": %s})',
@@ -86,6 +87,8 @@ def workspace(server, tmp_path_factory):
         "ACME_CA_SERVER=https://127.0.0.1:9/directory\n"
         f"HTTP_PORT=38080\nHTTPS_PORT={HTTPS_PORT}\nEDGE_SUBNET=172.30.252.0/24\n"
         f"NOFILE_LIMIT={stack_module.compose_env()['NOFILE_LIMIT']}\n"
+        # Not the default: the deploy must drain through the api's own setting.
+        f"DRAIN_FILE={DRAIN_FILE}\n"
     )
     env = {
         **stack_module.compose_env(),
@@ -245,7 +248,7 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
     commit_release(source, 2)
     with SteadyLoad() as load:
         time.sleep(2)
-        make(workspace, "deploy")
+        deployed = make(workspace, "deploy")
         wait_until(lambda: load.releases_seen[-1] == 2, within=30)
         time.sleep(2)
     assert set(load.outcomes) == {"200"}, (
@@ -257,6 +260,10 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
     assert load.releases_seen[-1] == 2
     assert {serving_release(client) for _ in range(30)} == {2}
     release_2 = releases(srv)[-1]
+    # The old container drained through DRAIN_FILE of its settings, for three rounds of the
+    # 2 s health-check interval on its Traefik label.
+    assert f"drain on: {DRAIN_FILE}" in deployed.stderr
+    assert "draining 1 old api container(s) for 6s" in deployed.stderr
     assert (srv / "proxy-dynamic" / "middlewares.yml").read_text().endswith("release 2\n")
     assert client.get(f"/items/{item.json()['id']}").status_code == 200
 
