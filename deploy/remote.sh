@@ -198,6 +198,9 @@ activate() { # RELEASE: backup, infrastructure, migrations, api, worker, switch
 rollback() { # [RELEASE]: the previous release (default) serves again; no migrations are undone
   local target=${1:-$(basename "$(readlink "$DEPLOY_PATH/previous" 2>/dev/null || echo none)")}
   [[ $target != none && -d $RELEASES/$target ]] || { echo "no release to roll back to: $target" >&2; exit 1; }
+  # Its own proxy configuration too, as activate does: its labels may name middlewares that the
+  # newer release changed.
+  sync_proxy_config "$target"
   rollout_api "$target"
   rollout_worker "$target"
   switch_current "$target"

@@ -177,6 +177,10 @@ def proxy_log(srv: Path, env) -> str:
     return proc.stdout[-6000:]
 
 
+def proxy_files(directory: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in directory.iterdir() if p.is_file()}
+
+
 def releases(srv: Path) -> list[str]:
     return sorted(p.name for p in (srv / "releases").iterdir())
 
@@ -283,6 +287,11 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
     make(workspace, "rollback", f"RELEASE={release_1}")
     wait_until(lambda: serving_release(client) == 1, within=30)
     assert (srv / "current").resolve().name == release_1
+    # With its own proxy configuration: release 2's change to the middlewares is undone.
+    assert proxy_files(srv / "proxy-dynamic") == proxy_files(
+        srv / "releases" / release_1 / "proxy" / "dynamic"
+    )
+    assert not (srv / "proxy-dynamic" / "middlewares.yml").read_text().endswith("release 2\n")
 
     # The lock: a second deploy waits, then fails naming the holder; it can be broken on purpose.
     (srv / "deploy.lock").mkdir()
