@@ -183,6 +183,14 @@ sync_proxy_config() { # RELEASE: changed files only, each replaced by a rename
   done
 }
 
+drop_stale_proxy_config() { # RELEASE: the files it does not have, once only its containers serve
+  # Not in sync_proxy_config: until the switch, the other release's labels may still name them.
+  local src=$RELEASES/$1/proxy/dynamic file
+  for file in "$DEPLOY_PATH/proxy-dynamic"/*; do
+    if [[ -f $file && ! -e $src/$(basename "$file") ]]; then rm -f "$file"; fi
+  done
+}
+
 activate() { # RELEASE: backup, infrastructure, migrations, api, worker, switch
   local release=$1
   sync_proxy_config "$release"
@@ -192,6 +200,7 @@ activate() { # RELEASE: backup, infrastructure, migrations, api, worker, switch
   rollout_api "$release"
   rollout_worker "$release"
   switch_current "$release"
+  drop_stale_proxy_config "$release"
   prune
 }
 
@@ -204,6 +213,7 @@ rollback() { # [RELEASE]: the previous release (default) serves again; no migrat
   rollout_api "$target"
   rollout_worker "$target"
   switch_current "$target"
+  drop_stale_proxy_config "$target"
   echo "$target"
 }
 

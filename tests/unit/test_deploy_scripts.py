@@ -54,3 +54,38 @@ def test_the_label_read_is_the_one_compose_sets():
     )
     assert label
     assert f"{label.group(1)}: " in (ROOT / "compose.yaml").read_text()
+
+
+def test_proxy_config_follows_the_release_changed_files_only(tmp_path):
+    """What deploy and rollback do to the directory Traefik watches: changed files replaced (by a
+    rename: a new inode), unchanged ones left alone, and after the switch the files the release
+    does not have removed."""
+    releases, live = tmp_path / "releases", tmp_path / "proxy-dynamic"
+    for release, files in {
+        "r1": {"middlewares.yml": "m: 1\n", "tls.yml": "t: 1\n"},
+        "r2": {"middlewares.yml": "m: 2\n", "tls.yml": "t: 1\n", "extra.yml": "e: 2\n"},
+    }.items():
+        (releases / release / "proxy" / "dynamic").mkdir(parents=True)
+        for name, text in files.items():
+            (releases / release / "proxy" / "dynamic" / name).write_text(text)
+    live.mkdir()
+    code = "\n".join(
+        [
+            f"RELEASES={releases} DEPLOY_PATH={tmp_path}",
+            shell_function("deploy/remote.sh", "sync_proxy_config"),
+            shell_function("deploy/remote.sh", "drop_stale_proxy_config"),
+            'sync_proxy_config "$1"; drop_stale_proxy_config "$1"',
+        ]
+    )
+
+    def contents() -> dict[str, str]:
+        return {p.name: p.read_text() for p in live.iterdir()}
+
+    assert bash(code, "r1").returncode == 0
+    assert contents() == {"middlewares.yml": "m: 1\n", "tls.yml": "t: 1\n"}
+    tls_inode = (live / "tls.yml").stat().st_ino
+    assert bash(code, "r2").returncode == 0
+    assert contents() == {"middlewares.yml": "m: 2\n", "tls.yml": "t: 1\n", "extra.yml": "e: 2\n"}
+    assert (live / "tls.yml").stat().st_ino == tls_inode, "an unchanged file is not rewritten"
+    assert bash(code, "r1").returncode == 0
+    assert contents() == {"middlewares.yml": "m: 1\n", "tls.yml": "t: 1\n"}
