@@ -1,7 +1,7 @@
 """make deploy against a real SSH server: an sshd on a loopback port, with this machine's Docker
 Engine behind it and its own deploy path. Release 1, release 2 under load (zero failed requests),
-a broken release 3 that must leave release 2 serving, a rollback to release 1, the lock, the log
-and the backups."""
+a broken release 3 (deployed uncommitted) that must leave release 2 serving, a rollback to
+release 1, the lock, the log and the backups."""
 
 from __future__ import annotations
 
@@ -122,7 +122,7 @@ def make(workspace, *target: str, check=True):
     return sh("make", "--no-print-directory", *target, cwd=source, env=env, check=check)
 
 
-def commit_release(source: Path, release: int | str) -> None:
+def commit_release(source: Path, release: int | str, *, commit: bool = True) -> None:
     ops = source / "api" / "routes" / "ops.py"
     text = ops.read_text()
     for marker in (HEALTH_PATCH[0], *(HEALTH_PATCH[1] % n for n in range(10))):
@@ -130,7 +130,8 @@ def commit_release(source: Path, release: int | str) -> None:
     if release == "broken":
         text = text.replace(HEALTH_PATCH[1] % "broken", 'return JSONResponse({"broken": 1}, 500)')
     ops.write_text(text)
-    sh("git", "commit", "-q", "-am", f"release {release}", cwd=source)
+    if commit:
+        sh("git", "commit", "-q", "-am", f"release {release}", cwd=source)
 
 
 def https_client() -> httpx.Client:
@@ -272,16 +273,27 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
     assert client.get(f"/items/{item.json()['id']}").status_code == 200
 
     # Release 3 fails its health check: the deploy fails, release 2 keeps serving throughout.
-    commit_release(source, "broken")
+    # It is left uncommitted (DEPLOY_ALLOW_DIRTY=1), with an untracked file: the release ships
+    # the working tree its images were built from, not HEAD's files.
+    commit_release(source, "broken", commit=False)
+    (source / "api" / "dirty-marker.txt").write_text("untracked\n")
+    env["DEPLOY_ALLOW_DIRTY"] = "1"
     with SteadyLoad() as load:
         failed = make(workspace, "deploy", check=False)
+    del env["DEPLOY_ALLOW_DIRTY"]
     assert failed.returncode != 0
-    assert "unhealthy" in failed.stderr or "not healthy" in failed.stderr
+    assert "unhealthy" in failed.stderr or "not healthy" in failed.stderr, failed.stderr
     assert "previous release is still serving" in failed.stderr
     assert set(load.outcomes) == {"200"}, load.outcomes
     assert load.releases_seen == [2]
     assert serving_release(client) == 2
     assert (srv / "current").resolve().name == release_2
+    release_3 = releases(srv)[-1]
+    assert release_3.endswith("-dirty")
+    assert '{"broken": 1}' in (srv / "releases" / release_3 / "api/routes/ops.py").read_text()
+    assert (srv / "releases" / release_3 / "api" / "dirty-marker.txt").exists()
+    (source / "api" / "dirty-marker.txt").unlink()
+    sh("git", "commit", "-q", "-am", "release broken", cwd=source)
 
     # Roll back to release 1 by name.
     make(workspace, "rollback", f"RELEASE={release_1}")

@@ -89,3 +89,51 @@ def test_proxy_config_follows_the_release_changed_files_only(tmp_path):
     assert (live / "tls.yml").stat().st_ino == tls_inode, "an unchanged file is not rewritten"
     assert bash(code, "r1").returncode == 0
     assert contents() == {"middlewares.yml": "m: 1\n", "tls.yml": "t: 1\n"}
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+def release_tree(repo: Path) -> str:
+    code = f"source {ROOT / 'deploy' / 'lib.sh'}\nrelease_tree"
+    proc = bash(code, cwd=repo)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def archived(repo: Path, tree: str) -> dict[str, str]:
+    """The files `git archive TREE` ships, as deploy.sh's upload_release unpacks them."""
+    names = git(repo, "ls-tree", "-r", "--name-only", tree).split()
+    return {name: git(repo, "show", f"{tree}:{name}") for name in names}
+
+
+def test_a_dirty_release_ships_the_working_tree_it_was_built_from(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    (repo / ".gitignore").write_text("ignored.txt\n")
+    (repo / "compose.yaml").write_text("committed\n")
+    (repo / "gone.txt").write_text("deleted in the working tree\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "one")
+    assert release_tree(repo) == git(repo, "rev-parse", "HEAD^{tree}").strip()
+
+    (repo / "compose.yaml").write_text("changed, not committed\n")
+    (repo / "gone.txt").unlink()
+    (repo / "new.txt").write_text("untracked\n")
+    (repo / "ignored.txt").write_text("ignored\n")
+    status_before = git(repo, "status", "--porcelain")
+    tree = release_tree(repo)
+    assert archived(repo, tree) == {
+        ".gitignore": "ignored.txt\n",
+        "compose.yaml": "changed, not committed\n",
+        "new.txt": "untracked\n",
+    }
+    assert git(repo, "status", "--porcelain") == status_before, "the real index is left alone"
