@@ -18,11 +18,13 @@ release_name() {
   echo "$(date -u +%Y%m%dT%H%M%SZ)-$rev$dirty"
 }
 
-# The release: the revision's files (git archive), the production env, and what names it.
+# The release: the files the images are built from (git archive of release_tree, lib.sh), the
+# production env, and what names it.
 upload_release() {
-  local release=$1 dir=$SSH_DIR/$1
+  local release=$1 dir=$SSH_DIR/$1 tree
+  tree=$(release_tree) || die "cannot read the working tree"
   mkdir -p "$dir"
-  git archive HEAD | tar -x -C "$dir"
+  git archive "$tree" | tar -x -C "$dir"
   cp "$DEPLOY_ENV_FILE" "$dir/.env"
   printf '\n# set by make deploy\nAPP_IMAGE=%s\nAPP_TAG=%s\nPROXY_DYNAMIC_DIR=%s/proxy-dynamic\n' \
     "$APP_IMAGE" "$release" "$DEPLOY_PATH" >>"$dir/.env"

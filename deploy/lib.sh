@@ -35,6 +35,23 @@ load_settings() {
   case $DEPLOY_IMAGES in ship | build | registry) ;; *) die "DEPLOY_IMAGES must be ship, build or registry" ;; esac
 }
 
+# The files a release ships, as a git tree: HEAD's; or, with uncommitted changes (a deploy refuses
+# them unless DEPLOY_ALLOW_DIRTY=1), the working tree's, which is what the images are built from:
+# tracked files as they are now, deletions, and untracked files git does not ignore. Written
+# through a throwaway copy of the index, so the real one (the staging area) is left alone.
+release_tree() {
+  if [[ -z $(git status --porcelain) ]]; then
+    git rev-parse 'HEAD^{tree}'
+    return
+  fi
+  local dir status=0
+  dir=$(mktemp -d)
+  cp "$(git rev-parse --git-path index)" "$dir/index" 2>/dev/null || true
+  { GIT_INDEX_FILE=$dir/index git add -A && GIT_INDEX_FILE=$dir/index git write-tree; } || status=$?
+  rm -rf "$dir"
+  return "$status"
+}
+
 # One SSH connection for the whole deploy (ControlMaster), not one per command.
 start_ssh() {
   SSH_DIR=$(mktemp -d)

@@ -7,8 +7,15 @@ set -euo pipefail
 : "${DEPLOY_PATH:?}" "${DEPLOY_PROJECT:?}" "${APP_IMAGE:?}"
 RELEASES=$DEPLOY_PATH/releases
 LOCK=$DEPLOY_PATH/deploy.lock
-DRAIN_FILE=/tmp/api.drain # the api's DRAIN_FILE default (api/settings.py)
-DRAIN_SECONDS=6           # three rounds of Traefik's 2 s active health check
+# Draining an old api container: each fact is read from where it is set, never copied here.
+# - The drain file is the api's DRAIN_FILE setting (core/settings.py, .env): the container creates
+#   it itself, `python -m api.drain on`, with the settings its /health/routable reads.
+# - The wait is three rounds of Traefik's active health check, whose interval is the label below
+#   (compose.yaml), read from the old containers: what Traefik is checking them with right now.
+#   A shared variable would still leave a default in compose.yaml to be copied; the label cannot
+#   disagree with the proxy.
+HEALTHCHECK_INTERVAL_LABEL=traefik.http.services.api.loadBalancer.healthCheck.interval
+DRAIN_ROUNDS=3
 
 compose() {
   docker compose -p "$DEPLOY_PROJECT" --project-directory "$RELEASES/$1" \
@@ -81,8 +88,39 @@ wait_healthy() { # CONTAINER...: all healthy, or fail fast on the first unhealth
   done
 }
 
+duration_seconds() { # GO_DURATION FACTOR: whole seconds, rounded up (2s 3 -> 6, 500ms 3 -> 2)
+  awk -v d="$1" -v f="$2" 'BEGIN {
+    s = d; total = 0
+    if (s == "" || f !~ /^[0-9]+$/) exit 1
+    while (s != "") {
+      if (!match(s, /^[0-9]+(\.[0-9]+)?/)) exit 1
+      n = substr(s, 1, RLENGTH) + 0; s = substr(s, RLENGTH + 1)
+      if (s ~ /^ms/) { total += n / 1000; s = substr(s, 3) }
+      else if (s ~ /^us/) { total += n / 1000000; s = substr(s, 3) }
+      else if (s ~ /^ns/) { total += n / 1000000000; s = substr(s, 3) }
+      else if (s ~ /^h/) { total += n * 3600; s = substr(s, 2) }
+      else if (s ~ /^m/) { total += n * 60; s = substr(s, 2) }
+      else if (s ~ /^s/) { total += n; s = substr(s, 2) }
+      else exit 1
+    }
+    total *= f
+    if (total <= 0) exit 1
+    t = int(total); if (t < total) t++
+    print t
+  }'
+}
+
+drain_seconds() { # CONTAINER: how long Traefik takes to stop routing to it once it drains
+  local interval
+  interval=$(docker inspect -f "{{index .Config.Labels \"$HEALTHCHECK_INTERVAL_LABEL\"}}" "$1")
+  duration_seconds "$interval" "$DRAIN_ROUNDS" && return
+  echo "api container ${1:0:12}: no usable $HEALTHCHECK_INTERVAL_LABEL label (\"$interval\");" \
+    "draining relies on Traefik's active health check (compose.yaml)" >&2
+  return 1
+}
+
 rollout_api() { # RELEASE: new containers beside the old, traffic moves once they are healthy
-  local release=$1 old new replicas
+  local release=$1 old new replicas drain
   old=$(docker ps -q --filter "label=com.docker.compose.project=$DEPLOY_PROJECT" \
     --filter label=com.docker.compose.service=api | sort)
   replicas=$(grep -c . <<<"$old" || true)
@@ -90,6 +128,8 @@ rollout_api() { # RELEASE: new containers beside the old, traffic moves once the
     compose "$release" up -d --no-deps --wait api
     return
   fi
+  # Known before anything starts: a rollout that cannot drain must not stop half-way.
+  drain=$(drain_seconds "$(head -n 1 <<<"$old")") || return 1
   compose "$release" up -d --no-deps --no-recreate --scale "api=$((replicas * 2))" api
   new=$(comm -13 <(echo "$old") <(docker ps -q --filter "label=com.docker.compose.project=$DEPLOY_PROJECT" \
     --filter label=com.docker.compose.service=api | sort))
@@ -100,9 +140,13 @@ rollout_api() { # RELEASE: new containers beside the old, traffic moves once the
     docker rm -f $new >/dev/null
     return 1
   fi
-  # Drain: /health turns 503, Traefik's active check drops them, in-flight requests finish.
-  for c in $old; do docker exec "$c" touch "$DRAIN_FILE"; done
-  sleep "$DRAIN_SECONDS"
+  # Drain: /health/routable turns 503, Traefik's active check drops them, in-flight requests finish.
+  echo "draining $replicas old api container(s) for ${drain}s ($DRAIN_ROUNDS rounds of Traefik's health check)" >&2
+  for c in $old; do
+    docker exec "$c" python -m api.drain on >&2 ||
+      echo "api container ${c:0:12} could not drain (a release without api.drain?): stopping it as is" >&2
+  done
+  sleep "$drain"
   # shellcheck disable=SC2086
   docker stop $old >/dev/null && docker rm $old >/dev/null
 }
@@ -139,6 +183,14 @@ sync_proxy_config() { # RELEASE: changed files only, each replaced by a rename
   done
 }
 
+drop_stale_proxy_config() { # RELEASE: the files it does not have, once only its containers serve
+  # Not in sync_proxy_config: until the switch, the other release's labels may still name them.
+  local src=$RELEASES/$1/proxy/dynamic file
+  for file in "$DEPLOY_PATH/proxy-dynamic"/*; do
+    if [[ -f $file && ! -e $src/$(basename "$file") ]]; then rm -f "$file"; fi
+  done
+}
+
 activate() { # RELEASE: backup, infrastructure, migrations, api, worker, switch
   local release=$1
   sync_proxy_config "$release"
@@ -148,15 +200,20 @@ activate() { # RELEASE: backup, infrastructure, migrations, api, worker, switch
   rollout_api "$release"
   rollout_worker "$release"
   switch_current "$release"
+  drop_stale_proxy_config "$release"
   prune
 }
 
 rollback() { # [RELEASE]: the previous release (default) serves again; no migrations are undone
   local target=${1:-$(basename "$(readlink "$DEPLOY_PATH/previous" 2>/dev/null || echo none)")}
   [[ $target != none && -d $RELEASES/$target ]] || { echo "no release to roll back to: $target" >&2; exit 1; }
+  # Its own proxy configuration too, as activate does: its labels may name middlewares that the
+  # newer release changed.
+  sync_proxy_config "$target"
   rollout_api "$target"
   rollout_worker "$target"
   switch_current "$target"
+  drop_stale_proxy_config "$target"
   echo "$target"
 }
 

@@ -1,7 +1,7 @@
 """make deploy against a real SSH server: an sshd on a loopback port, with this machine's Docker
 Engine behind it and its own deploy path. Release 1, release 2 under load (zero failed requests),
-a broken release 3 that must leave release 2 serving, a rollback to release 1, the lock, the log
-and the backups."""
+a broken release 3 (deployed uncommitted) that must leave release 2 serving, a rollback to
+release 1, the lock, the log and the backups."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ pytestmark = [
 SSH_PORT = int(os.environ.get("KIT_TEST_SSH_PORT", "52222"))
 HTTPS_PORT = 38443
 PROJECT = "kit-deploy"
+DRAIN_FILE = "/tmp/kit-deploy-test.drain"  # noqa: S108 - in the api container's tmpfs
 HEALTH_PATCH = (
     'return JSONResponse({"status": "ok"})',
     'return JSONResponse({"status": "ok", "release": %s})',
@@ -86,6 +87,8 @@ def workspace(server, tmp_path_factory):
         "ACME_CA_SERVER=https://127.0.0.1:9/directory\n"
         f"HTTP_PORT=38080\nHTTPS_PORT={HTTPS_PORT}\nEDGE_SUBNET=172.30.252.0/24\n"
         f"NOFILE_LIMIT={stack_module.compose_env()['NOFILE_LIMIT']}\n"
+        # Not the default: the deploy must drain through the api's own setting.
+        f"DRAIN_FILE={DRAIN_FILE}\n"
     )
     env = {
         **stack_module.compose_env(),
@@ -119,7 +122,7 @@ def make(workspace, *target: str, check=True):
     return sh("make", "--no-print-directory", *target, cwd=source, env=env, check=check)
 
 
-def commit_release(source: Path, release: int | str) -> None:
+def commit_release(source: Path, release: int | str, *, commit: bool = True) -> None:
     ops = source / "api" / "routes" / "ops.py"
     text = ops.read_text()
     for marker in (HEALTH_PATCH[0], *(HEALTH_PATCH[1] % n for n in range(10))):
@@ -127,7 +130,8 @@ def commit_release(source: Path, release: int | str) -> None:
     if release == "broken":
         text = text.replace(HEALTH_PATCH[1] % "broken", 'return JSONResponse({"broken": 1}, 500)')
     ops.write_text(text)
-    sh("git", "commit", "-q", "-am", f"release {release}", cwd=source)
+    if commit:
+        sh("git", "commit", "-q", "-am", f"release {release}", cwd=source)
 
 
 def https_client() -> httpx.Client:
@@ -172,6 +176,10 @@ def proxy_log(srv: Path, env) -> str:
         check=False,
     )
     return proc.stdout[-6000:]
+
+
+def proxy_files(directory: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in directory.iterdir() if p.is_file()}
 
 
 def releases(srv: Path) -> list[str]:
@@ -245,7 +253,7 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
     commit_release(source, 2)
     with SteadyLoad() as load:
         time.sleep(2)
-        make(workspace, "deploy")
+        deployed = make(workspace, "deploy")
         wait_until(lambda: load.releases_seen[-1] == 2, within=30)
         time.sleep(2)
     assert set(load.outcomes) == {"200"}, (
@@ -257,25 +265,45 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
     assert load.releases_seen[-1] == 2
     assert {serving_release(client) for _ in range(30)} == {2}
     release_2 = releases(srv)[-1]
+    # The old container drained through DRAIN_FILE of its settings, for three rounds of the
+    # 2 s health-check interval on its Traefik label.
+    assert f"drain on: {DRAIN_FILE}" in deployed.stderr
+    assert "draining 1 old api container(s) for 6s" in deployed.stderr
     assert (srv / "proxy-dynamic" / "middlewares.yml").read_text().endswith("release 2\n")
     assert client.get(f"/items/{item.json()['id']}").status_code == 200
 
     # Release 3 fails its health check: the deploy fails, release 2 keeps serving throughout.
-    commit_release(source, "broken")
+    # It is left uncommitted (DEPLOY_ALLOW_DIRTY=1), with an untracked file: the release ships
+    # the working tree its images were built from, not HEAD's files.
+    commit_release(source, "broken", commit=False)
+    (source / "api" / "dirty-marker.txt").write_text("untracked\n")
+    env["DEPLOY_ALLOW_DIRTY"] = "1"
     with SteadyLoad() as load:
         failed = make(workspace, "deploy", check=False)
+    del env["DEPLOY_ALLOW_DIRTY"]
     assert failed.returncode != 0
-    assert "unhealthy" in failed.stderr or "not healthy" in failed.stderr
+    assert "unhealthy" in failed.stderr or "not healthy" in failed.stderr, failed.stderr
     assert "previous release is still serving" in failed.stderr
     assert set(load.outcomes) == {"200"}, load.outcomes
     assert load.releases_seen == [2]
     assert serving_release(client) == 2
     assert (srv / "current").resolve().name == release_2
+    release_3 = releases(srv)[-1]
+    assert release_3.endswith("-dirty")
+    assert '{"broken": 1}' in (srv / "releases" / release_3 / "api/routes/ops.py").read_text()
+    assert (srv / "releases" / release_3 / "api" / "dirty-marker.txt").exists()
+    (source / "api" / "dirty-marker.txt").unlink()
+    sh("git", "commit", "-q", "-am", "release broken", cwd=source)
 
     # Roll back to release 1 by name.
     make(workspace, "rollback", f"RELEASE={release_1}")
     wait_until(lambda: serving_release(client) == 1, within=30)
     assert (srv / "current").resolve().name == release_1
+    # With its own proxy configuration: release 2's change to the middlewares is undone.
+    assert proxy_files(srv / "proxy-dynamic") == proxy_files(
+        srv / "releases" / release_1 / "proxy" / "dynamic"
+    )
+    assert not (srv / "proxy-dynamic" / "middlewares.yml").read_text().endswith("release 2\n")
 
     # The lock: a second deploy waits, then fails naming the holder; it can be broken on purpose.
     (srv / "deploy.lock").mkdir()

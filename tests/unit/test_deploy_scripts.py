@@ -1,0 +1,139 @@
+"""The deploy scripts' pure parts, run by bash without a server: tests/e2e/test_deploy.py plays
+the whole deploy against a real sshd and Docker."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def shell_function(script: str, name: str) -> str:
+    """One function of a script, as written there (from `name() {` to the `}` that closes it)."""
+    text = (ROOT / script).read_text()
+    match = re.search(rf"^{name}\(\) \{{.*?^\}}$", text, flags=re.S | re.M)
+    assert match, f"{name} not in {script}"
+    return match.group(0)
+
+
+def bash(code: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", code, "bash", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("interval", "seconds"),
+    [("2s", "6"), ("500ms", "2"), ("1.5s", "5"), ("1m30s", "270"), ("10s", "30")],
+)
+def test_drain_wait_is_three_health_check_intervals_rounded_up(interval, seconds):
+    code = shell_function("deploy/remote.sh", "duration_seconds") + '\nduration_seconds "$1" 3'
+    proc = bash(code, interval)
+    assert (proc.returncode, proc.stdout.strip()) == (0, seconds)
+
+
+@pytest.mark.parametrize("interval", ["", "<no value>", "2", "two seconds", "0s", "-2s"])
+def test_an_unusable_interval_label_is_refused(interval):
+    code = shell_function("deploy/remote.sh", "duration_seconds") + '\nduration_seconds "$1" 3'
+    proc = bash(code, interval)
+    assert proc.returncode != 0
+    assert proc.stdout == ""
+
+
+def test_the_label_read_is_the_one_compose_sets():
+    label = re.search(
+        r"^HEALTHCHECK_INTERVAL_LABEL=(\S+)$", (ROOT / "deploy/remote.sh").read_text(), re.M
+    )
+    assert label
+    assert f"{label.group(1)}: " in (ROOT / "compose.yaml").read_text()
+
+
+def test_proxy_config_follows_the_release_changed_files_only(tmp_path):
+    """What deploy and rollback do to the directory Traefik watches: changed files replaced (by a
+    rename: a new inode), unchanged ones left alone, and after the switch the files the release
+    does not have removed."""
+    releases, live = tmp_path / "releases", tmp_path / "proxy-dynamic"
+    for release, files in {
+        "r1": {"middlewares.yml": "m: 1\n", "tls.yml": "t: 1\n"},
+        "r2": {"middlewares.yml": "m: 2\n", "tls.yml": "t: 1\n", "extra.yml": "e: 2\n"},
+    }.items():
+        (releases / release / "proxy" / "dynamic").mkdir(parents=True)
+        for name, text in files.items():
+            (releases / release / "proxy" / "dynamic" / name).write_text(text)
+    live.mkdir()
+    code = "\n".join(
+        [
+            f"RELEASES={releases} DEPLOY_PATH={tmp_path}",
+            shell_function("deploy/remote.sh", "sync_proxy_config"),
+            shell_function("deploy/remote.sh", "drop_stale_proxy_config"),
+            'sync_proxy_config "$1"; drop_stale_proxy_config "$1"',
+        ]
+    )
+
+    def contents() -> dict[str, str]:
+        return {p.name: p.read_text() for p in live.iterdir()}
+
+    assert bash(code, "r1").returncode == 0
+    assert contents() == {"middlewares.yml": "m: 1\n", "tls.yml": "t: 1\n"}
+    tls_inode = (live / "tls.yml").stat().st_ino
+    assert bash(code, "r2").returncode == 0
+    assert contents() == {"middlewares.yml": "m: 2\n", "tls.yml": "t: 1\n", "extra.yml": "e: 2\n"}
+    assert (live / "tls.yml").stat().st_ino == tls_inode, "an unchanged file is not rewritten"
+    assert bash(code, "r1").returncode == 0
+    assert contents() == {"middlewares.yml": "m: 1\n", "tls.yml": "t: 1\n"}
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+def release_tree(repo: Path) -> str:
+    code = f"source {ROOT / 'deploy' / 'lib.sh'}\nrelease_tree"
+    proc = bash(code, cwd=repo)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def archived(repo: Path, tree: str) -> dict[str, str]:
+    """The files `git archive TREE` ships, as deploy.sh's upload_release unpacks them."""
+    names = git(repo, "ls-tree", "-r", "--name-only", tree).split()
+    return {name: git(repo, "show", f"{tree}:{name}") for name in names}
+
+
+def test_a_dirty_release_ships_the_working_tree_it_was_built_from(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    (repo / ".gitignore").write_text("ignored.txt\n")
+    (repo / "compose.yaml").write_text("committed\n")
+    (repo / "gone.txt").write_text("deleted in the working tree\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "one")
+    assert release_tree(repo) == git(repo, "rev-parse", "HEAD^{tree}").strip()
+
+    (repo / "compose.yaml").write_text("changed, not committed\n")
+    (repo / "gone.txt").unlink()
+    (repo / "new.txt").write_text("untracked\n")
+    (repo / "ignored.txt").write_text("ignored\n")
+    status_before = git(repo, "status", "--porcelain")
+    tree = release_tree(repo)
+    assert archived(repo, tree) == {
+        ".gitignore": "ignored.txt\n",
+        "compose.yaml": "changed, not committed\n",
+        "new.txt": "untracked\n",
+    }
+    assert git(repo, "status", "--porcelain") == status_before, "the real index is left alone"
