@@ -84,12 +84,12 @@ NEEDS_WRK = @command -v wrk >/dev/null || { echo "make $@ needs wrk (apt-get ins
 .PHONY: bench
 bench: ## Throughput, latency, start-up, size and scaling vs baselines (~6 min; wrk, uv)
 	$(NEEDS_WRK)
-	uv run --frozen python bench/run.py
+	uv run --frozen python -m bench.run
 
 .PHONY: bench-compare
 bench-compare: ## Two api builds or settings, alternating on one stack: A=<tag> B=<tag> [A_ENV= B_ENV=]
 	$(NEEDS_WRK)
-	uv run --frozen python bench/compare.py
+	uv run --frozen python -m bench.compare
 
 .PHONY: lint
 lint: ## ruff, hadolint, shellcheck and the compose/Traefik schema checks (uv)

@@ -13,12 +13,8 @@ from __future__ import annotations
 
 import os
 import statistics
-import sys
-from pathlib import Path
 
 import httpx
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import run as bench
 
@@ -35,32 +31,29 @@ def main() -> None:
     envs = {"A": settings(os.environ.get("A_ENV", "")), "B": settings(os.environ.get("B_ENV", ""))}
     rounds = int(os.environ.get("ROUNDS", "2"))
     scenarios = os.environ.get("SCENARIOS", ",".join(SCENARIOS)).split(",")
-    bench.stack.down()
-    bench.stack.up()  # builds this checkout as tag `bench`
-    first_id = bench.seed_items()
     rps: dict[str, dict[str, list[float]]] = {"A": {}, "B": {}}
-    for round_number in range(rounds):
-        for side in ("A", "B"):
-            bench.recreate("api", APP_TAG=tags[side], **envs[side])
-            url = bench.api_url()
-            token = bench.stack.compose(
-                "exec", "-T", "api", "python", "-m", "api.token", "bench"
-            ).stdout.strip()
-            requests = bench.kit_requests(url, first_id, token)
-            httpx.get(f"{url}/items/{first_id}")  # cached, for item_cached
-            for scenario in scenarios:
-                if scenario == "item_db":
-                    bench.flush_cache()
-                target, options = requests[scenario]
-                figures = bench.wrk(target, **options)
-                rps[side].setdefault(scenario, []).append(figures["rps"])
-                print(
-                    f"round {round_number + 1} {side} ({tags[side]}) {scenario}: "
-                    f"{figures['rps']} req/s, p99 {figures['p99_ms']} ms, "
-                    f"{figures['errors']} errors",
-                    flush=True,
-                )
-    bench.stack.down()
+    bench.raise_on_sigterm()
+    stack = bench.BenchStack()
+    with bench.running(stack):  # builds this checkout as tag `bench`; always taken down
+        first_id = stack.seed_items()
+        for round_number in range(rounds):
+            for side in ("A", "B"):
+                stack.recreate("api", APP_TAG=tags[side], **envs[side])
+                url = stack.api_url()
+                requests = bench.kit_requests(url, first_id, stack.token())
+                httpx.get(f"{url}/items/{first_id}")  # cached, for item_cached
+                for scenario in scenarios:
+                    if scenario == "item_db":
+                        stack.flush_cache()
+                    target, options = requests[scenario]
+                    figures = bench.wrk(target, **options)
+                    rps[side].setdefault(scenario, []).append(figures.rps)
+                    print(
+                        f"round {round_number + 1} {side} ({tags[side]}) {scenario}: "
+                        f"{figures.rps} req/s, p99 {figures.p99_ms} ms, "
+                        f"{figures.errors} errors",
+                        flush=True,
+                    )
     print(f"\nA = {tags['A']} {envs['A'] or ''}, B = {tags['B']} {envs['B'] or ''}")
     print("| scenario | A req/s | B req/s | B / A |\n|---|---:|---:|---:|")
     for scenario in scenarios:

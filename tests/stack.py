@@ -2,6 +2,10 @@
 
 The test project is separate from a developer's (`-p kit-test`), publishes nothing but loopback
 ports, and respects this machine's limits (NOFILE_LIMIT no higher than the daemon allows).
+
+Also the one home of the helpers the tests and the benchmark (bench/) share: running a command,
+waiting for a condition or a job, finding PID 1's children in a container. Importing this module
+starts nothing: only calls do (Stack() itself asks Docker whether the Traefik image is there).
 """
 
 from __future__ import annotations
@@ -9,11 +13,15 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shlex
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = os.environ.get("KIT_TEST_PROJECT", "kit-test")
@@ -68,18 +76,89 @@ def compose_env(**extra: str) -> dict[str, str]:
     return env
 
 
+class CommandFailed(RuntimeError):
+    """A command exited non-zero; the message ends with the tails of its stdout and stderr."""
+
+
 def run(
-    args: list[str], *, check: bool = True, env: dict[str, str] | None = None, timeout: float = 600
+    args: list[str],
+    *,
+    cwd: Path | str | None = None,
+    env: dict[str, str] | None = None,
+    check: bool = True,
+    timeout: float = 600,
 ) -> subprocess.CompletedProcess[str]:
+    """The one way tests and the benchmark run a command: output captured as text, in cwd (default
+    the repository root), with env (default compose_env(), the test stack's environment).
+    check: raise CommandFailed, with the tails of stdout and stderr, if it exits non-zero."""
     proc = subprocess.run(
-        args, cwd=ROOT, env=env or compose_env(), capture_output=True, text=True, timeout=timeout
+        args,
+        cwd=ROOT if cwd is None else cwd,
+        env=compose_env() if env is None else env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     if check and proc.returncode != 0:
-        raise RuntimeError(
-            f"{' '.join(args)} exited {proc.returncode}\n"
-            f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        raise CommandFailed(
+            f"{shlex.join(map(str, args))} exited {proc.returncode}\n"
+            f"{proc.stdout[-5000:]}\n{proc.stderr[-5000:]}"
         )
     return proc
+
+
+T = TypeVar("T")
+
+
+def wait_until(
+    condition: Callable[[], T],
+    within: float,
+    every: float = 0.5,
+    retry_on: tuple[type[Exception], ...] = (httpx.HTTPError, KeyError),
+) -> T:
+    """Call condition every `every` seconds until it returns something true, and return that; an
+    exception in retry_on counts as not yet. TimeoutError after `within` seconds."""
+    deadline = time.monotonic() + within
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = condition()
+            if result:
+                return result
+        except retry_on as exc:
+            last_error = exc
+        time.sleep(every)
+    raise TimeoutError(f"not true within {within}s (last error: {last_error!r})")
+
+
+JOB_FINISHED = ("succeeded", "failed")
+
+
+def wait_for_job(
+    get_job: Callable[[], dict[str, Any]],
+    within: float,
+    every: float,
+    states: tuple[str, ...] = JOB_FINISHED,
+) -> dict[str, Any]:
+    """Poll get_job() (a job's JSON body) until its state is one of states; that body. The e2e
+    tests call it over HTTP, the integration tests from a thread over their in-process client."""
+    return wait_until(
+        lambda: (body := get_job())["state"] in states and body, within=within, every=every
+    )
+
+
+# Python for `python -c` in a container, defining pid1_children(): the pids whose parent is PID 1
+# (gunicorn's workers, Celery's pool processes; `docker exec` processes have parent 0). The fields
+# of /proc/<pid>/stat are read after the command name's closing parenthesis (a name may hold
+# spaces), and a process that exits meanwhile is skipped.
+PID1_CHILDREN = (
+    "import os\n"
+    "def pid1_children():\n"
+    "    for p in filter(str.isdigit, os.listdir('/proc')):\n"
+    "        try: stat = open(f'/proc/{p}/stat').read()\n"
+    "        except OSError: continue\n"
+    "        if stat.rsplit(')', 1)[1].split()[1] == '1': yield int(p)\n"
+)
 
 
 def image_exists(ref: str) -> bool:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import httpx
 import pytest
 
 from api.auth import WRITE_SCOPE, issue_token
 from core.settings import Settings
 from tests import stack as stack_module
+from tests.stack import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -38,22 +36,5 @@ def auth():
     return {"Authorization": f"Bearer {token}"}
 
 
-def wait_until(condition: Callable[[], object], within: float, every: float = 0.5):
-    deadline = time.monotonic() + within
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            result = condition()
-            if result:
-                return result
-        except (httpx.HTTPError, KeyError) as exc:
-            last_error = exc
-        time.sleep(every)
-    raise TimeoutError(f"not true within {within}s (last error: {last_error!r})")
-
-
 def wait_for_job(http, location: str, within: float = 90) -> dict:
-    return wait_until(
-        lambda: (body := http.get(location).json())["state"] in ("succeeded", "failed") and body,
-        within=within,
-    )
+    return stack_module.wait_for_job(lambda: http.get(location).json(), within=within, every=0.5)

@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from tests import stack as stack_module
-from tests.e2e.conftest import wait_until
 from tests.load import LoadResult, cycle, get, post, steady_load
+from tests.stack import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests import stack as stack_module
-from tests.e2e.conftest import wait_until
+from tests.stack import run, wait_until
 
 pytestmark = [
     pytest.mark.e2e,
@@ -38,21 +38,12 @@ HEALTH_PATCH = (
 )
 
 
-def sh(*args: str, cwd: Path | None = None, env=None, check=True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"{args} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-        )
-    return proc
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """sshd on 127.0.0.1:SSH_PORT accepting one generated key, for root on this machine."""
     home = tmp_path_factory.mktemp("sshd")
-    sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(home / "host_key"))
-    sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(home / "client_key"))
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(home / "host_key")])
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(home / "client_key")])
     shutil.copy(home / "client_key.pub", home / "authorized_keys")
     config = home / "sshd_config"
     config.write_text(
@@ -75,9 +66,9 @@ def workspace(server, tmp_path_factory):
     """A clone of this repository to deploy from, its production env, and the server's path."""
     root = tmp_path_factory.mktemp("deploy")
     source = root / "src"
-    sh("git", "clone", "-q", str(stack_module.ROOT), str(source))
-    sh("git", "config", "user.email", "deploy-test@example.com", cwd=source)
-    sh("git", "config", "user.name", "deploy test", cwd=source)
+    run(["git", "clone", "-q", str(stack_module.ROOT), str(source)])
+    run(["git", "config", "user.email", "deploy-test@example.com"], cwd=source)
+    run(["git", "config", "user.name", "deploy test"], cwd=source)
     env_file = root / "production.env"
     env_file.write_text(
         "POSTGRES_PASSWORD=deploy-test-db\nREDIS_PASSWORD=deploy-test-redis\n"
@@ -111,15 +102,18 @@ def workspace(server, tmp_path_factory):
     compose = (
         current_compose(srv) if (srv / "current").exists() else ["docker", "compose", "-p", PROJECT]
     )
-    sh(*compose, "down", "-v", "--remove-orphans", "--timeout", "5", check=False, env=env)
-    images = sh("docker", "images", "-q", "--filter", "reference=kit-deploy-test-*", check=False)
+    run([*compose, "down", "-v", "--remove-orphans", "--timeout", "5"], check=False, env=env)
+    images = run(["docker", "images", "-q", "--filter", "reference=kit-deploy-test-*"], check=False)
     if images.stdout.split():
-        sh("docker", "rmi", "-f", *set(images.stdout.split()), check=False)
+        run(["docker", "rmi", "-f", *set(images.stdout.split())], check=False)
 
 
 def make(workspace, *target: str, check=True):
     source, _, env = workspace
-    return sh("make", "--no-print-directory", *target, cwd=source, env=env, check=check)
+    # A deploy builds images and waits on health checks: longer than run()'s default allows.
+    return run(
+        ["make", "--no-print-directory", *target], cwd=source, env=env, check=check, timeout=900
+    )
 
 
 def commit_release(source: Path, release: int | str, *, commit: bool = True) -> None:
@@ -131,7 +125,7 @@ def commit_release(source: Path, release: int | str, *, commit: bool = True) -> 
         text = text.replace(HEALTH_PATCH[1] % "broken", 'return JSONResponse({"broken": 1}, 500)')
     ops.write_text(text)
     if commit:
-        sh("git", "commit", "-q", "-am", f"release {release}", cwd=source)
+        run(["git", "commit", "-q", "-am", f"release {release}"], cwd=source)
 
 
 def https_client() -> httpx.Client:
@@ -165,15 +159,8 @@ def current_compose(srv: Path) -> list[str]:
 
 
 def proxy_log(srv: Path, env) -> str:
-    proc = sh(
-        *current_compose(srv),
-        "logs",
-        "--no-color",
-        "--tail",
-        "80",
-        "proxy",
-        env=env,
-        check=False,
+    proc = run(
+        [*current_compose(srv), "logs", "--no-color", "--tail", "80", "proxy"], env=env, check=False
     )
     return proc.stdout[-6000:]
 
@@ -228,15 +215,8 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
     wait_until(lambda: serving_release(client) == 1, within=30)
     release_1 = releases(srv)[-1]
     assert (srv / "current").resolve().name == release_1
-    token = sh(
-        *current_compose(srv),
-        "exec",
-        "-T",
-        "api",
-        "python",
-        "-m",
-        "api.token",
-        "deploy-test",
+    token = run(
+        [*current_compose(srv), "exec", "-T", "api", "python", "-m", "api.token", "deploy-test"],
         env=env,
     ).stdout.strip()
     item = client.post(
@@ -293,7 +273,7 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
     assert '{"broken": 1}' in (srv / "releases" / release_3 / "api/routes/ops.py").read_text()
     assert (srv / "releases" / release_3 / "api" / "dirty-marker.txt").exists()
     (source / "api" / "dirty-marker.txt").unlink()
-    sh("git", "commit", "-q", "-am", "release broken", cwd=source)
+    run(["git", "commit", "-q", "-am", "release broken"], cwd=source)
 
     # Roll back to release 1 by name.
     make(workspace, "rollback", f"RELEASE={release_1}")

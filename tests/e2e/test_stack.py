@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from tests import stack as stack_module
-from tests.e2e.conftest import wait_for_job, wait_until
+from tests.e2e.conftest import wait_for_job
+from tests.stack import PID1_CHILDREN, wait_until
 from worker.compute import iterated_sha256
 
 pytestmark = pytest.mark.e2e
@@ -155,10 +156,7 @@ def test_worker_process_killed_mid_job_is_redelivered(http, auth, stack):
     location = _running_job(http, auth, 4_000_000, "pool-kill")
     stack.exec_python(
         "worker",
-        "import os,signal\n"
-        "for p in filter(str.isdigit, os.listdir('/proc')):\n"
-        "    stat = open(f'/proc/{p}/stat').read().split()\n"
-        "    if stat[3] == '1': os.kill(int(p), signal.SIGKILL)\n",
+        PID1_CHILDREN + "import signal\nfor p in pid1_children(): os.kill(p, signal.SIGKILL)\n",
     )
     done = wait_for_job(http, location, within=120)
     assert done["state"] == "succeeded"

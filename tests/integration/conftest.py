@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import httpx
 import pytest
 
 from api.auth import WRITE_SCOPE, issue_token
 from core.settings import get_settings
+from tests import stack as stack_module
+from tests.stack import JOB_FINISHED
 
 pytestmark = pytest.mark.integration
 
@@ -35,11 +36,14 @@ def auth():
     return {"Authorization": f"Bearer {issue_token(get_settings(), 'tests', [WRITE_SCOPE])}"}
 
 
-async def wait_for_job(client, location: str, within: float = 60, states=("succeeded", "failed")):
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        body = (await client.get(location)).json()
-        if body["state"] in states:
-            return body
-        await asyncio.sleep(0.25)
-    raise TimeoutError(f"job at {location} still {body['state']} after {within}s")
+async def wait_for_job(client, location: str, within: float = 60, states=JOB_FINISHED):
+    """The shared polling (tests/stack.py), in a worker thread: each poll is sent back to this
+    event loop, which keeps serving the in-process app meanwhile."""
+    loop = asyncio.get_running_loop()
+
+    def get_job() -> dict:
+        return asyncio.run_coroutine_threadsafe(client.get(location), loop).result().json()
+
+    return await asyncio.to_thread(
+        stack_module.wait_for_job, get_job, within=within, every=0.25, states=states
+    )

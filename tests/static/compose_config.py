@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.stack import ROOT, run
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -18,21 +17,21 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_config(*files: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_config(
+    *files: str, env: dict[str, str] | None = None, check: bool = False
+) -> subprocess.CompletedProcess[str]:
     args = ["docker", "compose", "--project-directory", str(ROOT)]
     for f in files or ("compose.yaml",):
         args += ["-f", str(ROOT / f)]
-    return subprocess.run(
+    return run(
         [*args, "config", "--format", "json"],
-        capture_output=True,
-        text=True,
-        env=env or clean_env(),
         cwd="/",
+        env=env or clean_env(),
+        check=check,
         timeout=60,
     )
 
 
 def compose_config(*files: str, **env: str) -> dict[str, Any]:
-    proc = run_config(*files, env=clean_env(**env))
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+    # check: a failure raises with the tails of compose's stdout and stderr.
+    return json.loads(run_config(*files, env=clean_env(**env), check=True).stdout)
