@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import shutil
 from pathlib import Path
+from typing import Protocol
 
 from prometheus_client import multiprocess
 
@@ -54,14 +55,20 @@ _fresh_metrics_directory()
 gc.disable()
 
 
-def pre_fork(server: object, worker: object) -> None:
+class _Worker(Protocol):
+    """What the hooks use of gunicorn.workers.base.Worker (gunicorn ships no types)."""
+
+    pid: int
+
+
+def pre_fork(server: object, worker: _Worker) -> None:
     gc.freeze()
 
 
-def post_fork(server: object, worker: object) -> None:
+def post_fork(server: object, worker: _Worker) -> None:
     gc.enable()
 
 
-def child_exit(server: object, worker: object) -> None:
+def child_exit(server: object, worker: _Worker) -> None:
     if _settings.prometheus_multiproc_dir:
-        multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]
+        multiprocess.mark_process_dead(worker.pid)
