@@ -14,7 +14,7 @@ from api.deps import JobQueueDep, ReadSessionDep, SessionDep, SettingsDep
 from api.metrics import JOBS_QUEUED
 from api.schemas import JobIn, JobOut
 from core.jobs import RUN_JOB_TASK
-from core.models import Job
+from core.models import Job, JobState
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ async def submit_job(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             detail=f"cost must be at most {settings.job_max_cost} (JOB_MAX_COST)",
         )
-    job = Job(cost=body.cost, seed=body.seed, state="queued", attempts=0)
+    job = Job(cost=body.cost, seed=body.seed, state=JobState.queued, attempts=0)
     db.add(job)
     await db.commit()  # before sending: the worker must find the row
     await db.refresh(job)
