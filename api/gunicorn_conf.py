@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import gc
 import shutil
+import signal
 from pathlib import Path
+from types import FrameType
 from typing import Protocol
 
 from prometheus_client import multiprocess
@@ -20,7 +22,7 @@ _settings = get_settings()
 
 bind = _settings.bind_address
 workers = _settings.gunicorn_workers
-worker_class = "uvicorn_worker.UvicornWorker"
+worker_class = "api.shutdown.DrainingUvicornWorker"
 timeout = _settings.gunicorn_timeout
 graceful_timeout = _settings.gunicorn_graceful_timeout
 keepalive = _settings.gunicorn_keep_alive
@@ -48,6 +50,24 @@ def _fresh_metrics_directory() -> None:
 
 
 _fresh_metrics_directory()
+# A drain file left by this container's previous stop (a restart keeps its filesystem) would keep
+# /health/routable at 503 and the container out of Traefik's rotation for good.
+Path(_settings.drain_file).unlink(missing_ok=True)
+
+
+def when_ready(server: object) -> None:
+    """On SIGTERM the master first creates the drain file, so every worker's /health/routable
+    answers 503 and Traefik stops routing here while the workers drain (api/shutdown.py). A
+    reload (SIGHUP) or a recycled worker leaves it alone: the container keeps serving."""
+    stop = signal.getsignal(signal.SIGTERM)
+
+    def drain_then_stop(signum: int, frame: FrameType | None) -> None:
+        Path(_settings.drain_file).touch()
+        if callable(stop):
+            stop(signum, frame)
+
+    signal.signal(signal.SIGTERM, drain_then_stop)
+
 
 # Python's recipe for pre-fork servers (gc.freeze docs): no collections in the master while the
 # app is preloaded, freeze what it made before each fork, collect again in the worker. Collections

@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from sqlalchemy import exc as sa_exc
 
 from api.cache import ItemCache
 from api.db import create_engine, create_sessions, head_revision
+from api.errors import validation_error
 from api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from api.routes import items, jobs, ops
 from core.jobs import make_celery
 from core.logs import configure_logging
 from core.settings import Settings, get_settings
-
-log = logging.getLogger(__name__)
 
 
 @asynccontextmanager
@@ -57,15 +54,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await engine.dispose()
 
 
-async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    log.error("database unavailable", extra={"error": repr(exc)[:500]})
-    return JSONResponse(
-        {"detail": "the database is unavailable; try again shortly"},
-        status_code=503,
-        headers={"Retry-After": "5"},
-    )
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level)
@@ -76,14 +64,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
-    for error in (
-        sa_exc.OperationalError,
-        sa_exc.InterfaceError,
-        sa_exc.TimeoutError,
-        ConnectionError,
-        TimeoutError,
-    ):
-        app.add_exception_handler(error, _database_unavailable)
+    # A 503 for a database outage and a 500 for anything else are answered by
+    # RequestContextMiddleware, so both carry the request id (api/errors.py).
+    app.add_exception_handler(RequestValidationError, validation_error)
     app.include_router(ops.router)
     app.include_router(items.router)
     app.include_router(jobs.router)

@@ -4,17 +4,39 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from core.models import JobState
+
+# Limits the OpenAPI document declares, so a client learns them from the schema and a request over
+# them gets the same 422 validation array as any other invalid field.
+PAGE_SIZE_MAX = 100
+JOB_MAX_COST = 20_000_000
+
+
+def _storable(value: str) -> str:
+    """PostgreSQL text cannot hold NUL, and UTF-8 cannot encode a lone surrogate ("\\ud800" is
+    valid JSON): refused here as a 422 naming the field, not a 500 from the database driver."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL (\\u0000) characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("must be valid Unicode (no lone surrogates)") from exc
+    return value
+
+
+# Every string the app stores goes through this.
+StorableText = Annotated[str, AfterValidator(_storable)]
 
 
 class ItemIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    name: str = Field(min_length=1, max_length=200)
-    description: str | None = Field(default=None, max_length=10_000)
+    name: StorableText = Field(min_length=1, max_length=200)
+    description: StorableText | None = Field(default=None, max_length=10_000)
     price_cents: int = Field(default=0, ge=0, le=10**12)
 
 
@@ -39,8 +61,10 @@ class ItemPage(BaseModel):
 class JobIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    cost: int = Field(ge=1, description="Rounds of SHA-256: the job's CPU cost, linear.")
-    seed: str = Field(default="", max_length=200)
+    cost: int = Field(
+        ge=1, le=JOB_MAX_COST, description="Rounds of SHA-256: the job's CPU cost, linear."
+    )
+    seed: StorableText = Field(default="", max_length=200)
 
 
 class JobOut(BaseModel):

@@ -65,7 +65,6 @@ class Settings(BaseSettings):
 
     # Requests.
     max_body_bytes: int = Field(1_048_576, ge=1024)
-    page_size_max: int = Field(100, ge=1)
 
     # gunicorn (api/gunicorn_conf.py). None means "work it out from the usable CPUs".
     web_concurrency: int | None = Field(None, ge=1)
@@ -84,6 +83,9 @@ class Settings(BaseSettings):
         1_000, ge=0, validation_alias=_renamed("max_requests_jitter")
     )
     gunicorn_preload_app: bool = Field(True, validation_alias=_renamed("preload_app"))
+    # Seconds a stopping worker keeps answering, with `Connection: close`, before it closes its
+    # connections (api/shutdown.py). Part of GUNICORN_GRACEFUL_TIMEOUT, so kept below it.
+    gunicorn_drain_seconds: float = Field(5.0, ge=0)
     forwarded_allow_ips: str = "127.0.0.1"
     # Set in the api image: gunicorn's workers write their metrics there (api/metrics.py).
     prometheus_multiproc_dir: str | None = None
@@ -95,7 +97,6 @@ class Settings(BaseSettings):
     celery_concurrency: int | None = Field(None, ge=1)
     celery_task_time_limit: int = Field(300, ge=1)
     celery_visibility_timeout: int | None = Field(None, ge=1)
-    job_max_cost: int = Field(20_000_000, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -109,6 +110,11 @@ class Settings(BaseSettings):
             "",
         ):
             raise ValueError("JWT_SECRET must be set to a real secret in production")
+        if self.gunicorn_drain_seconds >= self.gunicorn_graceful_timeout:
+            raise ValueError(
+                "GUNICORN_DRAIN_SECONDS must be below GUNICORN_GRACEFUL_TIMEOUT, "
+                "or in-flight requests are killed before they finish"
+            )
         if self.celery_redelivery_timeout <= self.celery_task_time_limit:
             raise ValueError(
                 "CELERY_VISIBILITY_TIMEOUT must exceed CELERY_TASK_TIME_LIMIT, "

@@ -1,0 +1,84 @@
+"""What the app answers when something fails: 422 for input it cannot store, 503 while a backing
+service is down, a 500 that still carries the request id for anything else.
+
+Classification walks the exception's chain, because SQLAlchemy wraps the driver's error and
+asyncpg wraps the socket's: "the database system is shutting down" arrives as a plain DBAPIError
+around asyncpg's CannotConnectNowError, and a stopped container as a socket.gaierror.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg
+from fastapi import Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
+
+RETRY_AFTER_SECONDS = 5
+
+# SQLSTATE classes that mean "not now", not "wrong request": 08 connection exception, 53
+# insufficient resources (too many connections), 57P operator intervention (shutting down,
+# starting up, terminated by an administrator).
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57P")
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        orig = getattr(current, "orig", None)
+        todo += [
+            current.__cause__,
+            current.__context__,
+            orig if isinstance(orig, BaseException) else None,
+        ]
+
+
+def is_service_unavailable(exc: BaseException) -> bool:
+    """The database (or the network to it) is down or refusing: worth a retry shortly."""
+    for error in _chain(exc):
+        if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
+            return True
+        if isinstance(
+            error,
+            sa_exc.OperationalError
+            | sa_exc.InterfaceError
+            | sa_exc.DisconnectionError
+            | sa_exc.TimeoutError
+            | asyncpg.InterfaceError
+            | OSError
+            | TimeoutError,
+        ):
+            return True
+        if isinstance(error, asyncpg.PostgresError) and str(
+            getattr(error, "sqlstate", "") or ""
+        ).startswith(_UNAVAILABLE_SQLSTATES):
+            return True
+    return False
+
+
+def unavailable_body() -> dict[str, Any]:
+    return {"detail": "the database is unavailable; try again shortly"}
+
+
+class AsciiJSONResponse(JSONResponse):
+    """\\u-escapes what UTF-8 cannot encode, such as a lone surrogate echoed back as the invalid
+    input of a 422 (the default renderer raises on it, turning a 422 into a 500)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
+async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return AsciiJSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
