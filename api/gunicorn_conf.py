@@ -76,7 +76,8 @@ gc.disable()
 
 
 class _Worker(Protocol):
-    """What the hooks use of gunicorn.workers.base.Worker (gunicorn ships no types)."""
+    """What the hooks use of gunicorn.workers.base.Worker. In the master, which runs child_exit,
+    pid is the forked process's int; types-gunicorn says str, the "[booting]" it is before."""
 
     pid: int
 
