@@ -92,9 +92,10 @@ bench-compare: ## Two api builds or settings, alternating on one stack: A=<tag> 
 	uv run --frozen python -m bench.compare
 
 .PHONY: lint
-lint: ## ruff, hadolint, shellcheck and the compose/Traefik schema checks (uv)
+lint: ## ruff, mypy (strict), hadolint, shellcheck and the compose/Traefik schema checks (uv)
 	uv run --frozen ruff check .
 	uv run --frozen ruff format --check .
+	uv run --frozen mypy
 	uv run --frozen hadolint Dockerfile
 	uv run --frozen shellcheck .ci/run deploy/*.sh
 	uv run --frozen pytest -q tests/static

@@ -98,6 +98,8 @@ class ItemCache:
             CACHE_EVENTS.labels(event="miss").inc()
             return None
         CACHE_EVENTS.labels(event="hit").inc()
+        if isinstance(raw, str):  # only from a client made with decode_responses=True
+            raw = raw.encode()
         if raw == TOMBSTONE:
             return False
         return raw

@@ -17,7 +17,7 @@ from typing import Any
 
 import anyio
 import asyncpg
-from sqlalchemy import event, text
+from sqlalchemy import String, column, event, select, table, text
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -102,7 +102,10 @@ async def current_revision(engine: AsyncEngine) -> str | None:
         exists = await conn.scalar(text("SELECT to_regclass('alembic_version') IS NOT NULL"))
         if not exists:
             return None
-        return await conn.scalar(text("SELECT version_num FROM alembic_version"))
+        # A typed select, not text(): the result is known to be a str.
+        return await conn.scalar(
+            select(column("version_num", String)).select_from(table("alembic_version"))
+        )
 
 
 def head_revision() -> str | None:

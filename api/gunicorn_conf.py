@@ -11,6 +11,7 @@ import shutil
 import signal
 from pathlib import Path
 from types import FrameType
+from typing import Protocol
 
 from prometheus_client import multiprocess
 
@@ -74,14 +75,21 @@ def when_ready(server: object) -> None:
 gc.disable()
 
 
-def pre_fork(server: object, worker: object) -> None:
+class _Worker(Protocol):
+    """What the hooks use of gunicorn.workers.base.Worker. In the master, which runs child_exit,
+    pid is the forked process's int; types-gunicorn says str, the "[booting]" it is before."""
+
+    pid: int
+
+
+def pre_fork(server: object, worker: _Worker) -> None:
     gc.freeze()
 
 
-def post_fork(server: object, worker: object) -> None:
+def post_fork(server: object, worker: _Worker) -> None:
     gc.enable()
 
 
-def child_exit(server: object, worker: object) -> None:
+def child_exit(server: object, worker: _Worker) -> None:
     if _settings.prometheus_multiproc_dir:
-        multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]
+        multiprocess.mark_process_dead(worker.pid)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
 import uuid
 
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -34,7 +34,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        incoming = Headers(scope=scope).get("x-request-id", "")
         request_id = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
         status_code = 500
@@ -44,13 +44,12 @@ class RequestContextMiddleware:
             nonlocal status_code
             if message["type"] == "http.response.start":
                 status_code = message["status"]
-                headers = [
-                    (k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"
-                ]
-                headers.append((b"x-request-id", request_id.encode("latin-1")))
+                message.setdefault("headers", [])  # optional in ASGI
+                headers = MutableHeaders(scope=message)
+                # Replaces, not duplicates, one the app set (ASGI header names are lower case).
+                headers["x-request-id"] = request_id
                 if draining.is_set():  # stopping: the client reconnects, to a server that stays
-                    headers.append((b"connection", b"close"))
-                message["headers"] = headers
+                    headers["connection"] = "close"
             await send(message)
 
         response_started = False
@@ -123,28 +122,23 @@ class BodySizeLimitMiddleware:
         self.app = app
         self.max_bytes = max_bytes
 
-    async def _reject(self, send: Send) -> None:
-        body = json.dumps({"detail": _BodyTooLarge(self.max_bytes).detail}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
+    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Connection: close, as the rest of the body is never read.
+        response = JSONResponse(
+            {"detail": _BodyTooLarge(self.max_bytes).detail},
+            status_code=413,
+            headers={"Connection": "close"},
         )
-        await send({"type": "http.response.body", "body": body})
+        await response(scope, receive, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send)
+        declared = Headers(scope=scope).get("content-length")
+        # isdecimal, not isdigit: of the latin-1 characters a header decodes to, only 0-9 pass it.
+        if declared is not None and declared.isdecimal() and int(declared) > self.max_bytes:
+            await self._reject(scope, receive, send)
             return
 
         received = 0
@@ -169,4 +163,4 @@ class BodySizeLimitMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except _BodyTooLarge:
             if not response_started:
-                await self._reject(send)
+                await self._reject(scope, receive, send)

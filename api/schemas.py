@@ -8,6 +8,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from core.models import JobState
+
 # Limits the OpenAPI document declares, so a client learns them from the schema and a request over
 # them gets the same 422 validation array as any other invalid field.
 PAGE_SIZE_MAX = 100
@@ -69,7 +71,7 @@ class JobOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: uuid.UUID
-    state: str
+    state: JobState
     cost: int
     seed: str
     result: str | None

@@ -43,12 +43,14 @@ class DrainingServer(Server):
         self._drain_signal: int | None = None
         self._quiet_until: float | None = None
 
-    def _begin_drain(self, reason: str) -> None:
+    def _begin_drain(self, reason: str) -> float:
+        """Returns the time (time.monotonic) the drain ends."""
         self._drain_until = time.monotonic() + self.drain_seconds
         draining.set()
         log.info(
             "draining before shutdown", extra={"reason": reason, "seconds": self.drain_seconds}
         )
+        return self._drain_until
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._drain_until is not None or self.drain_seconds <= 0:
@@ -61,11 +63,12 @@ class DrainingServer(Server):
         stop = await super().on_tick(counter)  # should_exit, or GUNICORN_MAX_REQUESTS reached
         if self.should_exit:
             return True
-        if self._drain_until is None:
+        drain_until = self._drain_until
+        if drain_until is None:
             if not stop or self.drain_seconds <= 0:
                 return stop
-            self._begin_drain("request limit")
-        if time.monotonic() < self._drain_until:
+            drain_until = self._begin_drain("request limit")
+        if time.monotonic() < drain_until:
             return False
         if self._quiet_until is None:
             # Stop accepting first, and keep answering a moment longer: a connection accepted

@@ -6,7 +6,7 @@ import enum
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Identity, Integer, String, Text, func
+from sqlalchemy import BigInteger, DateTime, Enum, Identity, Integer, String, Text, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -36,11 +36,23 @@ class JobState(enum.StrEnum):
     failed = "failed"
 
 
+# Stored as the member's value in a VARCHAR(16), as before the column was typed: no native
+# PostgreSQL enum and no CHECK constraint, so the schema (migration 0001) is unchanged and a new
+# state needs no migration. A string that is not a state is refused before it reaches the database.
+_JOB_STATE = Enum(
+    JobState,
+    native_enum=False,
+    length=16,
+    values_callable=lambda members: [m.value for m in members],
+    validate_strings=True,
+)
+
+
 class Job(Base):
     __tablename__ = "jobs"
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    state: Mapped[str] = mapped_column(String(16), default=JobState.queued.value)
+    state: Mapped[JobState] = mapped_column(_JOB_STATE, default=JobState.queued)
     cost: Mapped[int] = mapped_column(Integer)
     seed: Mapped[str] = mapped_column(String(200))
     result: Mapped[str | None] = mapped_column(String(64))

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from celery import bootsteps
 
@@ -18,18 +20,34 @@ INTERVAL_SECONDS = 5.0
 STALE_AFTER_SECONDS = 30.0
 
 
+class _Repeating(Protocol):
+    def cancel(self) -> None: ...
+
+
+class _Timer(Protocol):
+    def call_repeatedly(self, secs: float, fun: Callable[[], object]) -> _Repeating: ...
+
+
+class _Worker(Protocol):
+    """What this step uses of celery.worker.WorkController. Its timer, made by the Timer bootstep
+    this step requires, is kombu's event-loop Timer or celery's timer2 thread; celery-types
+    annotates the attribute as the bootstep class, so WorkController cannot be used here."""
+
+    timer: _Timer
+
+
 class LivenessProbe(bootsteps.StartStopStep):
     requires = ("celery.worker.components:Timer",)
 
     def __init__(self, parent: object, **kwargs: object) -> None:
         super().__init__(parent, **kwargs)
-        self.tref = None
+        self.tref: _Repeating | None = None
 
-    def start(self, worker: object) -> None:
+    def start(self, worker: _Worker) -> None:
         HEARTBEAT_FILE.touch()
-        self.tref = worker.timer.call_repeatedly(INTERVAL_SECONDS, HEARTBEAT_FILE.touch)  # type: ignore[attr-defined]
+        self.tref = worker.timer.call_repeatedly(INTERVAL_SECONDS, HEARTBEAT_FILE.touch)
 
-    def stop(self, worker: object) -> None:
+    def stop(self, worker: _Worker) -> None:
         if self.tref is not None:
             self.tref.cancel()
         HEARTBEAT_FILE.unlink(missing_ok=True)

@@ -14,7 +14,7 @@ from api.deps import JobQueueDep, ReadSessionDep, SessionDep
 from api.metrics import JOBS_QUEUED
 from api.schemas import JobIn, JobOut
 from core.jobs import RUN_JOB_TASK
-from core.models import Job
+from core.models import Job, JobState
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ async def submit_job(
     job_queue: JobQueueDep,
     response: Response,
 ) -> JobOut:
-    job = Job(cost=body.cost, seed=body.seed, state="queued", attempts=0)
+    job = Job(cost=body.cost, seed=body.seed, state=JobState.queued, attempts=0)
     db.add(job)
     await db.commit()  # before sending: the worker must find the row
     await db.refresh(job)

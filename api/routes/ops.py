@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from collections.abc import Awaitable
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -36,7 +37,7 @@ async def routable(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-async def _check(coro: Any) -> str | None:
+async def _check(coro: Awaitable[str | None]) -> str | None:
     try:
         async with asyncio.timeout(READY_CHECK_TIMEOUT):
             return await coro
