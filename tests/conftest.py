@@ -32,6 +32,8 @@ def stack():
     """The kit's compose stack, built and brought up once per test session."""
     the_stack = stack_module.Stack()
     if not the_stack.with_proxy:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI lacks {stack_module.TRAEFIK_IMAGE}: .ci/run must build it")
         sys.stderr.write(PROXY_BANNER)
     the_stack.up()
     yield the_stack

@@ -19,14 +19,17 @@ import pytest
 from tests import stack as stack_module
 from tests.stack import run, wait_until
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(not Path("/usr/sbin/sshd").exists(), reason="no sshd (openssh-server)"),
-    pytest.mark.skipif(
-        not stack_module.image_exists(stack_module.TRAEFIK_IMAGE),
-        reason="PROXY NOT EXERCISED: no traefik image, and a production deploy needs the proxy",
-    ),
-]
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _parts() -> None:
+    """A production deploy needs an SSH server and the proxy."""
+    stack_module.require(Path("/usr/sbin/sshd").exists(), "sshd (openssh-server)")
+    stack_module.require(
+        stack_module.image_exists(stack_module.TRAEFIK_IMAGE), stack_module.TRAEFIK_IMAGE
+    )
+
 
 SSH_PORT = int(os.environ.get("KIT_TEST_SSH_PORT", "52222"))
 HTTPS_PORT = 38443
