@@ -56,6 +56,7 @@ def is_service_unavailable(exc: BaseException) -> bool:
             | sa_exc.DisconnectionError
             | sa_exc.TimeoutError
             | asyncpg.InterfaceError
+            | asyncpg.InternalClientError
             | OSError
             | TimeoutError,
         ):

@@ -33,6 +33,7 @@ def _wrapped(driver_error: BaseException) -> sa_exc.DBAPIError:
         _wrapped(asyncpg.AdminShutdownError("terminating connection")),
         _wrapped(asyncpg.TooManyConnectionsError("sorry, too many clients already")),
         _wrapped(asyncpg.ConnectionDoesNotExistError("connection was closed in the middle")),
+        _wrapped(asyncpg.InternalClientError("cannot switch to state 15")),
         socket.gaierror(-2, "Name or service not known"),
         ConnectionRefusedError(111, "Connection refused"),
         TimeoutError(),
