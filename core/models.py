@@ -6,7 +6,7 @@ import enum
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Identity, Integer, String, Text, func
+from sqlalchemy import BigInteger, DateTime, Identity, Index, Integer, String, Text, func, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -38,6 +38,13 @@ class JobState(enum.StrEnum):
 
 class Job(Base):
     __tablename__ = "jobs"
+    # The reaper's query (worker/reaper.py) looks only at running jobs: a small index, however many
+    # finished jobs the table keeps.
+    __table_args__ = (
+        Index(
+            "ix_jobs_running_heartbeat", "heartbeat_at", postgresql_where=text("state = 'running'")
+        ),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     state: Mapped[str] = mapped_column(String(16), default=JobState.queued.value)
@@ -49,3 +56,7 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The lease of a running job: who runs it (worker/lease.py's holder id) and when it last said
+    # so. NULL on jobs that never ran.
+    worker: Mapped[str | None] = mapped_column(Text)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
