@@ -60,6 +60,9 @@ class LeasePolicy:
     heartbeat: timedelta
     lease: timedelta
     max_attempts: int
+    # A running job with no heartbeat was started by a release without leases (during a deploy,
+    # the old worker finishes its jobs): it may run up to the task time limit, never renewed.
+    unrenewed: timedelta
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LeasePolicy:
@@ -67,7 +70,16 @@ class LeasePolicy:
             heartbeat=timedelta(seconds=settings.job_heartbeat_seconds),
             lease=timedelta(seconds=settings.job_lease_seconds),
             max_attempts=settings.job_max_attempts,
+            unrenewed=timedelta(seconds=settings.celery_task_time_limit),
         )
+
+    def expiry(
+        self, heartbeat_at: datetime | None, started_at: datetime | None
+    ) -> tuple[datetime | None, timedelta]:
+        """The time a running job was last known alive, and how long that stays valid."""
+        if heartbeat_at is not None:
+            return heartbeat_at, self.lease
+        return started_at, self.unrenewed
 
     @property
     def missed_beat(self) -> timedelta:
@@ -93,7 +105,8 @@ def decide_delivery(
 ) -> Delivery:
     """What a delivery of a job's message does, given the job's row (locked by the caller).
 
-    last_seen: the heartbeat, else (a row from before leases) the start. A message is delivered
+    last_seen, lease: LeasePolicy.expiry's (the heartbeat and the lease, or for a job started
+    without leases its start and the time limit). A message is delivered
     more than once: Redis redelivers an unacknowledged one after the visibility timeout, a lost
     pool process's message is requeued at once, and the reaper sends another. Whichever comes
     first runs the job; the others find it finished, or leased by a live process, and are dropped.
@@ -130,7 +143,8 @@ def holder_is_dead(holder: Holder | None, me: Holder, live_pids: Collection[int]
 
 def reap_action(
     holder: Holder | None,
-    last_seen: datetime | None,
+    heartbeat_at: datetime | None,
+    started_at: datetime | None,
     attempts: int,
     now: datetime,
     policy: LeasePolicy,
@@ -141,14 +155,20 @@ def reap_action(
     """What the reaper does with a running job: nothing while its holder may be alive.
 
     Abandoned: its heartbeat is older than the lease, or its holder is known dead and missed a
-    heartbeat (the margin keeps a second worker wrongly sharing this node name from losing jobs).
-    An abandoned job that already ran max_attempts times is failed, not queued again.
+    heartbeat (the margin keeps a second worker wrongly sharing this node name from losing jobs);
+    a job started without leases, once past the time limit. An abandoned job that already ran
+    max_attempts times is failed, not queued again.
     """
+    last_seen, lease = policy.expiry(heartbeat_at, started_at)
     age = None if last_seen is None else now - last_seen
     abandoned = (
         age is None
-        or age > policy.lease
-        or (age > policy.missed_beat and holder_is_dead(holder, me, live_pids))
+        or age > lease
+        or (
+            heartbeat_at is not None
+            and age > policy.missed_beat
+            and holder_is_dead(holder, me, live_pids)
+        )
     )
     if not abandoned:
         return None

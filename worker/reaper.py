@@ -25,7 +25,7 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 from celery import Celery, bootsteps
-from sqlalchemy import Engine, create_engine, func, or_, select, update
+from sqlalchemy import Engine, and_, create_engine, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
@@ -70,14 +70,24 @@ class Reaper:
         done: list[tuple[str, Reap]] = []
         with self.sessions.begin() as session:
             now = session.scalar(select(func.now()))
-            last_seen = func.coalesce(Job.heartbeat_at, Job.started_at)
+            # Candidates only (reap_action decides): missed a heartbeat, or started without
+            # leases and past the time limit.
             rows = session.execute(
                 select(Job.id, Job.worker, Job.heartbeat_at, Job.started_at, Job.attempts)
                 .where(
                     Job.state == JobState.running,
-                    or_(last_seen.is_(None), last_seen < now - self.policy.missed_beat),
+                    or_(
+                        Job.heartbeat_at < now - self.policy.missed_beat,
+                        and_(
+                            Job.heartbeat_at.is_(None),
+                            or_(
+                                Job.started_at.is_(None),
+                                Job.started_at < now - self.policy.unrenewed,
+                            ),
+                        ),
+                    ),
                 )
-                .order_by(last_seen.nulls_first())
+                .order_by(Job.heartbeat_at.nulls_first())
                 .limit(BATCH)
                 .with_for_update(skip_locked=True)
             ).all()
@@ -86,7 +96,8 @@ class Reaper:
                 seen = row.heartbeat_at or row.started_at
                 action = reap_action(
                     Holder.parse(row.worker),
-                    seen,
+                    row.heartbeat_at,
+                    row.started_at,
                     row.attempts,
                     now,
                     self.policy,
@@ -99,7 +110,7 @@ class Reaper:
                 facts = {
                     "job_id": str(row.id),
                     "stale_worker": row.worker,
-                    "last_heartbeat": seen.isoformat() if seen else None,
+                    "last_seen": seen.isoformat() if seen else None,
                     "attempts": row.attempts,
                 }
                 if action is Reap.REQUEUE:

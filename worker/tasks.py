@@ -74,11 +74,12 @@ def run_job(self: Task, job_id: str) -> None:
             log.warning("job not found, dropping", extra={"job_id": job_id})
             return
         job, now = row
+        last_seen, lease = policy.expiry(job.heartbeat_at, job.started_at)
         decision = decide_delivery(
             job.state,
-            job.heartbeat_at or job.started_at,
+            last_seen,
             now,
-            policy.lease,
+            lease,
             attempts=job.attempts,
             max_attempts=policy.max_attempts,
         )

@@ -21,7 +21,9 @@ from worker.lease import (
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=30)
-POLICY = LeasePolicy(heartbeat=timedelta(seconds=5), lease=LEASE, max_attempts=3)
+POLICY = LeasePolicy(
+    heartbeat=timedelta(seconds=5), lease=LEASE, max_attempts=3, unrenewed=timedelta(seconds=300)
+)
 ME = Holder("celery@w1", "b00710ad", 1)
 
 
@@ -107,9 +109,12 @@ def test_only_this_workers_own_dead_holders_are_known_dead():
 # ---------------------------------------------------------------- the reaper
 
 
-def reap(holder, age, attempts=1, live_pids=frozenset({1, 7, 8})):
-    last_seen = None if age is None else ago(age)
-    return reap_action(holder, last_seen, attempts, NOW, POLICY, me=ME, live_pids=live_pids)
+def reap(holder, age, attempts=1, live_pids=frozenset({1, 7, 8}), started=None):
+    heartbeat_at = None if age is None else ago(age)
+    started_at = ago(started) if started is not None else heartbeat_at
+    return reap_action(
+        holder, heartbeat_at, started_at, attempts, NOW, POLICY, me=ME, live_pids=live_pids
+    )
 
 
 OTHER_NODE = Holder("celery@w2", "feedf00d", 7)
@@ -141,6 +146,22 @@ def test_a_running_job_with_no_time_at_all_is_reaped():
     assert reap(None, age=None) is Reap.REQUEUE
 
 
+def test_a_job_started_without_leases_is_reaped_only_past_the_time_limit():
+    """During a deploy the previous release's worker finishes its jobs, never renewing them."""
+    assert reap(None, age=None, started=31) is None
+    assert reap(None, age=None, started=299) is None
+    assert reap(None, age=None, started=301) is Reap.REQUEUE
+    # Even if the column names a dead holder: no heartbeat, no fast path.
+    assert reap(PREVIOUS_LIFE, age=None, started=31) is None
+
+
+def test_a_delivery_of_a_job_started_without_leases_waits_for_the_time_limit():
+    for started, expected in ((31, Delivery.SKIP_LEASED), (301, Delivery.RUN)):
+        last_seen, lease = POLICY.expiry(None, ago(started))
+        assert decide_delivery("running", last_seen, NOW, lease) is expected
+    assert POLICY.expiry(ago(1), ago(100)) == (ago(1), LEASE)
+
+
 def test_an_abandoned_job_that_used_its_attempts_fails_instead():
     assert reap(OTHER_NODE, age=31, attempts=2) is Reap.REQUEUE
     assert reap(OTHER_NODE, age=31, attempts=3) is Reap.FAIL
@@ -151,9 +172,17 @@ def test_the_policy_comes_from_the_settings():
     from core.settings import Settings
 
     policy = LeasePolicy.from_settings(
-        Settings(job_heartbeat_seconds=2, job_lease_seconds=7, job_max_attempts=5)
+        Settings(
+            job_heartbeat_seconds=2,
+            job_lease_seconds=7,
+            job_max_attempts=5,
+            celery_task_time_limit=60,
+            celery_visibility_timeout=120,
+        )
     )
-    assert policy == LeasePolicy(timedelta(seconds=2), timedelta(seconds=7), 5)
+    assert policy == LeasePolicy(
+        timedelta(seconds=2), timedelta(seconds=7), 5, unrenewed=timedelta(seconds=60)
+    )
     assert policy.missed_beat == timedelta(seconds=4)
 
 
