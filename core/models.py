@@ -6,7 +6,18 @@ import enum
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Enum, Identity, Integer, String, Text, func
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Enum,
+    Identity,
+    Index,
+    Integer,
+    String,
+    Text,
+    func,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -50,6 +61,13 @@ _JOB_STATE = Enum(
 
 class Job(Base):
     __tablename__ = "jobs"
+    # The reaper's query (worker/reaper.py) looks only at running jobs: a small index, however many
+    # finished jobs the table keeps.
+    __table_args__ = (
+        Index(
+            "ix_jobs_running_heartbeat", "heartbeat_at", postgresql_where=text("state = 'running'")
+        ),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     state: Mapped[JobState] = mapped_column(_JOB_STATE, default=JobState.queued)
@@ -61,3 +79,7 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The lease of a running job: who runs it (worker/lease.py's holder id) and when it last said
+    # so. NULL on jobs that never ran.
+    worker: Mapped[str | None] = mapped_column(Text)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -97,6 +97,16 @@ class Settings(BaseSettings):
     celery_concurrency: int | None = Field(None, ge=1)
     celery_task_time_limit: int = Field(300, ge=1)
     celery_visibility_timeout: int | None = Field(None, ge=1)
+    # Job leases (worker/lease.py): a running job's process renews its row's heartbeat_at every
+    # JOB_HEARTBEAT_SECONDS; a job whose heartbeat is older than JOB_LEASE_SECONDS is abandoned, and
+    # a worker's reaper, every JOB_REAP_INTERVAL_SECONDS, puts it back on the queue. So a killed
+    # worker's jobs run again within about lease + interval, not after CELERY_VISIBILITY_TIMEOUT.
+    job_heartbeat_seconds: float = Field(5.0, gt=0)
+    job_lease_seconds: float = Field(30.0, gt=0)
+    job_reap_interval_seconds: float = Field(10.0, gt=0)
+    # Runs of one job (its first and every run after a lost worker) before it is marked failed:
+    # a job that kills its worker every time must not be handed out forever.
+    job_max_attempts: int = Field(3, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -119,6 +129,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 "CELERY_VISIBILITY_TIMEOUT must exceed CELERY_TASK_TIME_LIMIT, "
                 "or running jobs are delivered twice"
+            )
+        if self.job_lease_seconds <= 2 * self.job_heartbeat_seconds:
+            raise ValueError(
+                "JOB_LEASE_SECONDS must exceed twice JOB_HEARTBEAT_SECONDS "
+                f"({self.job_lease_seconds:g} <= 2 x {self.job_heartbeat_seconds:g}), or a "
+                "heartbeat that is merely late gets a running job taken over by another worker"
             )
         return self
 

@@ -1,4 +1,5 @@
-"""The Celery worker's app: core's job queue, plus the task code, the liveness probe and JSON logs.
+"""The Celery worker's app: core's job queue, plus the task code, the liveness probe, the reaper of
+jobs whose worker died, and JSON logs.
 
 `celery --app=worker.app worker` loads this; the api never does (it sends jobs through core.jobs).
 """
@@ -11,11 +12,13 @@ from core.jobs import make_celery
 from core.logs import configure_logging
 from core.settings import get_settings
 from worker.liveness import LivenessProbe
+from worker.reaper import JobReaper
 
 settings = get_settings()
 
 celery_app = make_celery(settings, include=["worker.tasks"])
 celery_app.steps["worker"].add(LivenessProbe)
+celery_app.steps["worker"].add(JobReaper)
 
 
 @setup_logging.connect

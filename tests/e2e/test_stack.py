@@ -165,8 +165,8 @@ def test_worker_process_killed_mid_job_is_redelivered(http, auth, stack):
 
 
 def test_worker_container_killed_mid_job_still_completes(http, auth, stack):
-    """The whole worker is SIGKILLed: restarted by its policy, and the unacknowledged job is
-    handed out again after the visibility timeout (25 s in the test stack)."""
+    """The whole worker is SIGKILLed: restarted by its policy, and its reaper queues the job again
+    (its previous life's lease), before Redis's visibility timeout (25 s in the test stack)."""
     location = _running_job(http, auth, 4_000_000, "container-kill")
     container, pid = _main_pid(stack, "worker")
     restarts = stack.inspect(container)["RestartCount"]

@@ -23,6 +23,10 @@ ALL_ENV = [
     "FORWARDED_ALLOW_IPS",
     "POSTGRES_PASSWORD",
     "CELERY_BROKER_URL",
+    "JOB_HEARTBEAT_SECONDS",
+    "JOB_LEASE_SECONDS",
+    "JOB_REAP_INTERVAL_SECONDS",
+    "JOB_MAX_ATTEMPTS",
 ]
 
 
@@ -92,6 +96,40 @@ def test_visibility_timeout_must_exceed_time_limit(monkeypatch):
     s = Settings()
     assert s.celery_redelivery_timeout == 200
     assert s.celery_soft_time_limit < s.celery_task_time_limit
+
+
+def test_job_lease_defaults_renew_several_times_per_lease():
+    s = Settings()
+    assert (s.job_heartbeat_seconds, s.job_lease_seconds, s.job_reap_interval_seconds) == (
+        5,
+        30,
+        10,
+    )
+    assert s.job_lease_seconds > 2 * s.job_heartbeat_seconds
+
+
+@pytest.mark.parametrize(("heartbeat", "lease"), [("5", "10"), ("5", "9"), ("20", "30")])
+def test_lease_must_exceed_two_heartbeats(monkeypatch, heartbeat, lease):
+    """A lease of two heartbeats or less: one late heartbeat hands a live job to another worker."""
+    monkeypatch.setenv("JOB_HEARTBEAT_SECONDS", heartbeat)
+    monkeypatch.setenv("JOB_LEASE_SECONDS", lease)
+    with pytest.raises(ValidationError, match="JOB_LEASE_SECONDS must exceed twice"):
+        Settings()
+
+
+def test_a_lease_just_over_two_heartbeats_is_accepted(monkeypatch):
+    monkeypatch.setenv("JOB_HEARTBEAT_SECONDS", "1")
+    monkeypatch.setenv("JOB_LEASE_SECONDS", "2.5")
+    assert Settings().job_lease_seconds == 2.5
+
+
+@pytest.mark.parametrize(
+    "name", ["JOB_HEARTBEAT_SECONDS", "JOB_LEASE_SECONDS", "JOB_REAP_INTERVAL_SECONDS"]
+)
+def test_job_lease_times_must_be_positive(monkeypatch, name):
+    monkeypatch.setenv(name, "0")
+    with pytest.raises(ValidationError, match=name.lower()):
+        Settings()
 
 
 def test_secrets_are_not_in_repr(monkeypatch):

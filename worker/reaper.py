@@ -1,0 +1,179 @@
+"""The reaper: puts back on the queue the running jobs whose worker died.
+
+Without it, a job running when its worker container was killed stays "running" until Redis hands
+its unacknowledged message out again, after the visibility timeout (twice the task time limit,
+which it must exceed so that a long job is never run twice: 635 s measured with the defaults).
+
+A bootstep of the worker's main process looks at start, then every JOB_REAP_INTERVAL_SECONDS, for
+running jobs whose lease is abandoned (worker/lease.py: heartbeat older than JOB_LEASE_SECONDS,
+or holder known dead and a heartbeat missed). Each is set back to queued and its task sent again;
+one that already ran JOB_MAX_ATTEMPTS times is marked failed instead. `FOR UPDATE SKIP LOCKED`:
+several workers reaping at once never take the same job. The message is sent before the commit,
+so a failed send leaves the job to the next round, and the delivery waits on the row lock until
+the job reads queued.
+
+The job's original message is still unacknowledged in Redis and comes back after the visibility
+timeout; by then the job is finished (or running under a live lease) and that delivery is
+dropped (worker/tasks.py). That is why each job still gets a single result.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Collection
+from typing import Any
+
+from celery import Celery, bootsteps
+from sqlalchemy import Engine, and_, create_engine, func, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
+
+from core.jobs import RUN_JOB_TASK
+from core.models import Job, JobState
+from core.settings import Settings, get_settings
+from worker.lease import BOOT_ID, Holder, LeasePolicy, Reap, reap_action
+
+log = logging.getLogger(__name__)
+
+# Jobs looked at per round; more wait for the next one.
+BATCH = 100
+
+
+class Reaper:
+    def __init__(
+        self,
+        app: Celery,
+        settings: Settings,
+        me: Holder,
+        live_pids: Callable[[], Collection[int] | None] = lambda: None,
+    ) -> None:
+        self.app = app
+        self.me = me
+        self.live_pids = live_pids
+        self.policy = LeasePolicy.from_settings(settings)
+        # Its own engine, without a pool: the main process forks pool processes, which must not
+        # inherit an open connection. Bounded waits: the reaper runs on the worker's event loop.
+        self.engine: Engine = create_engine(
+            settings.database_url_sync,
+            poolclass=NullPool,
+            connect_args={
+                "application_name": f"{settings.app_name}-reaper",
+                "connect_timeout": 5,
+                "options": "-c statement_timeout=5000 -c lock_timeout=5000",
+            },
+        )
+        self.sessions: sessionmaker[Session] = sessionmaker(self.engine)
+
+    def reap(self) -> list[tuple[str, Reap]]:
+        """One round; returns what it did, as (job id, action)."""
+        done: list[tuple[str, Reap]] = []
+        with self.sessions.begin() as session:
+            now = session.execute(select(func.now())).scalar_one()
+            # Candidates only (reap_action decides): missed a heartbeat, or started without
+            # leases and past the time limit.
+            rows = session.execute(
+                select(Job.id, Job.worker, Job.heartbeat_at, Job.started_at, Job.attempts)
+                .where(
+                    Job.state == JobState.running,
+                    or_(
+                        Job.heartbeat_at < now - self.policy.missed_beat,
+                        and_(
+                            Job.heartbeat_at.is_(None),
+                            or_(
+                                Job.started_at.is_(None),
+                                Job.started_at < now - self.policy.unrenewed,
+                            ),
+                        ),
+                    ),
+                )
+                .order_by(Job.heartbeat_at.nulls_first())
+                .limit(BATCH)
+                .with_for_update(skip_locked=True)
+            ).all()
+            live = self.live_pids() if rows else None
+            for row in rows:
+                seen = row.heartbeat_at or row.started_at
+                action = reap_action(
+                    Holder.parse(row.worker),
+                    row.heartbeat_at,
+                    row.started_at,
+                    row.attempts,
+                    now,
+                    self.policy,
+                    me=self.me,
+                    live_pids=live,
+                )
+                if action is None:
+                    continue
+                job = update(Job).where(Job.id == row.id)
+                facts = {
+                    "job_id": str(row.id),
+                    "stale_worker": row.worker,
+                    "last_seen": seen.isoformat() if seen else None,
+                    "attempts": row.attempts,
+                }
+                if action is Reap.REQUEUE:
+                    session.execute(job.values(state=JobState.queued, worker=None))
+                    self.app.send_task(RUN_JOB_TASK, args=[str(row.id)])
+                    log.warning("job's worker is gone, job queued again", extra=facts)
+                else:
+                    session.execute(
+                        job.values(
+                            state=JobState.failed,
+                            error=f"worker lost during each of {row.attempts} attempts",
+                            finished_at=now,
+                        )
+                    )
+                    log.error("job's worker is gone again, job failed", extra=facts)
+                done.append((str(row.id), action))
+        return done
+
+    def reap_safely(self) -> None:
+        """On the worker's timer: an error (database or broker away) waits for the next round."""
+        try:
+            self.reap()
+        except Exception as exc:
+            log.warning("job reaper round failed", extra={"error": repr(exc)})
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _pool_pids(worker: Any) -> frozenset[int] | None:
+    """The pool's process ids (prefork); None where the pool does not list them."""
+    try:
+        pids = worker.pool.info.get("processes")
+    except Exception:
+        return None
+    return frozenset(pids) if pids is not None else None
+
+
+class JobReaper(bootsteps.StartStopStep):
+    requires = ("celery.worker.components:Timer", "celery.worker.components:Pool")
+
+    def __init__(self, parent: object, **kwargs: object) -> None:
+        super().__init__(parent, **kwargs)
+        self.tref: Any = None
+        self.reaper: Reaper | None = None
+
+    def start(self, worker: Any) -> None:
+        settings = get_settings()
+        self.reaper = Reaper(
+            worker.app,
+            settings,
+            me=Holder(worker.hostname, BOOT_ID, os.getpid()),
+            live_pids=lambda: _pool_pids(worker),
+        )
+        # At start: a worker restarted after a kill takes back its own jobs whose heartbeat is
+        # already late, without waiting for the lease (the others at the next rounds).
+        self.reaper.reap_safely()
+        self.tref = worker.timer.call_repeatedly(
+            settings.job_reap_interval_seconds, self.reaper.reap_safely
+        )
+
+    def stop(self, worker: Any) -> None:
+        if self.tref is not None:
+            self.tref.cancel()
+        if self.reaper is not None:
+            self.reaper.close()
