@@ -35,14 +35,7 @@ def _ping_on_checkout(dbapi_connection: Any, connection_record: Any, proxy: Any)
     errors only while the database is down. Errors that are not about the connection propagate."""
     try:
         dbapi_connection.run_async(lambda driver: driver.execute("SELECT 1"))
-    # InternalClientError: an operation a database restart cut off left the connection mid-way
-    # ("another operation is in progress"); seen under load during `docker compose restart db`.
-    except (
-        OSError,
-        asyncpg.InterfaceError,
-        asyncpg.InternalClientError,
-        asyncpg.PostgresError,
-    ) as exc:
+    except (OSError, asyncpg.InterfaceError, asyncpg.PostgresError) as exc:
         raise DisconnectionError(f"connection failed its liveness check: {exc!r}") from exc
 
 

@@ -14,7 +14,7 @@ from datetime import datetime
 import pytest
 from sqlalchemy import text
 
-from core.settings import get_settings
+from api.schemas import JOB_MAX_COST
 from tests import stack as stack_module
 from tests.integration.conftest import wait_for_job
 from worker.compute import iterated_sha256
@@ -39,7 +39,7 @@ def _cost_for(seconds: float) -> int:
     started = time.perf_counter()
     iterated_sha256("calibrate", rounds)
     per_second = rounds / (time.perf_counter() - started)
-    return max(1_000_000, min(get_settings().job_max_cost, int(per_second * seconds)))
+    return max(1_000_000, min(JOB_MAX_COST, int(per_second * seconds)))
 
 
 async def _states(client, locations: list[str]) -> dict[str, dict]:
