@@ -16,17 +16,24 @@ from core.settings import get_settings
 USAGE = "usage: python -m api.drain on|off"
 
 
+def set_draining(on: bool) -> Path:
+    """Create (on) or remove (off) DRAIN_FILE; also used by the gunicorn master
+    (api/gunicorn_conf.py): on at SIGTERM, off at start."""
+    path = Path(get_settings().drain_file)
+    if on:
+        path.touch()
+    else:
+        path.unlink(missing_ok=True)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args not in (["on"], ["off"]):
         print(USAGE, file=sys.stderr)
         return 2
-    path = Path(get_settings().drain_file)
     try:
-        if args == ["on"]:
-            path.touch()
-        else:
-            path.unlink(missing_ok=True)
+        path = set_draining(args == ["on"])
     except OSError as exc:
         print(f"drain {args[0]}: {exc}", file=sys.stderr)
         return 1

@@ -9,6 +9,7 @@ around asyncpg's CannotConnectNowError, and a stopped container as a socket.gaie
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +20,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 
+log = logging.getLogger(__name__)
+
+# How long a client is asked to wait after a 503 (database or job queue down).
 RETRY_AFTER_SECONDS = 5
 
 # SQLSTATE classes that mean "not now", not "wrong request": 08 connection exception, 53
@@ -68,8 +72,17 @@ def is_service_unavailable(exc: BaseException) -> bool:
     return False
 
 
-def unavailable_body() -> dict[str, Any]:
-    return {"detail": "the database is unavailable; try again shortly"}
+def error_response(exc: Exception) -> JSONResponse:
+    """The answer to an exception no route handled: 503 for an outage, else 500 (logged)."""
+    if is_service_unavailable(exc):
+        log.error("database unavailable", extra={"error": repr(exc)[:500]})
+        return JSONResponse(
+            {"detail": "the database is unavailable; try again shortly"},
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+    log.error("unhandled exception", exc_info=exc)
+    return JSONResponse({"detail": "internal server error"}, status_code=500)
 
 
 class AsciiJSONResponse(JSONResponse):

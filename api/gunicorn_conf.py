@@ -15,6 +15,7 @@ from typing import Protocol
 
 from prometheus_client import multiprocess
 
+from api.drain import set_draining
 from core.logs import logging_config
 from core.settings import get_settings
 
@@ -52,7 +53,7 @@ def _fresh_metrics_directory() -> None:
 _fresh_metrics_directory()
 # A drain file left by this container's previous stop (a restart keeps its filesystem) would keep
 # /health/routable at 503 and the container out of Traefik's rotation for good.
-Path(_settings.drain_file).unlink(missing_ok=True)
+set_draining(False)
 
 
 def when_ready(server: object) -> None:
@@ -62,7 +63,7 @@ def when_ready(server: object) -> None:
     stop = signal.getsignal(signal.SIGTERM)
 
     def drain_then_stop(signum: int, frame: FrameType | None) -> None:
-        Path(_settings.drain_file).touch()
+        set_draining(True)
         if callable(stop):
             stop(signum, frame)
 

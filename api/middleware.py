@@ -12,13 +12,12 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import RETRY_AFTER_SECONDS, is_service_unavailable, unavailable_body
+from api.errors import error_response
 from api.metrics import LATENCY, REQUESTS
 from api.shutdown import draining
 from core.logs import request_id_var
 
 access_log = logging.getLogger("api.access")
-error_log = logging.getLogger("api.errors")
 
 # Accept a caller's id only if it is short and printable, so it cannot forge log lines.
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
@@ -39,11 +38,13 @@ class RequestContextMiddleware:
         token = request_id_var.set(request_id)
         status_code = 500
         started = time.perf_counter()
+        response_started = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status_code
+            nonlocal status_code, response_started
             if message["type"] == "http.response.start":
                 status_code = message["status"]
+                response_started = True
                 message.setdefault("headers", [])  # optional in ASGI
                 headers = MutableHeaders(scope=message)
                 # Replaces, not duplicates, one the app set (ASGI header names are lower case).
@@ -52,21 +53,14 @@ class RequestContextMiddleware:
                     headers["connection"] = "close"
             await send(message)
 
-        response_started = False
-
-        async def send_tracked(message: Message) -> None:
-            nonlocal response_started
-            response_started = response_started or message["type"] == "http.response.start"
-            await send_with_id(message)
-
         try:
-            await self.app(scope, receive, send_tracked)
+            await self.app(scope, receive, send_with_id)
         except Exception as exc:
             if response_started:
                 raise
             # Answered here, inside the request id and the access log, and the connection stays
             # usable (an exception reaching the server closes it without a response header).
-            await _error_response(exc)(scope, receive, send_tracked)
+            await error_response(exc)(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
@@ -94,18 +88,6 @@ class RequestContextMiddleware:
                 },
             )
             request_id_var.reset(token)
-
-
-def _error_response(exc: Exception) -> JSONResponse:
-    if is_service_unavailable(exc):
-        error_log.error("database unavailable", extra={"error": repr(exc)[:500]})
-        return JSONResponse(
-            unavailable_body(),
-            status_code=503,
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-        )
-    error_log.error("unhandled exception", exc_info=exc)
-    return JSONResponse({"detail": "internal server error"}, status_code=500)
 
 
 class _BodyTooLarge(HTTPException):

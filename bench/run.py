@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from tests.stack import PID1_CHILDREN, ROOT, Stack, run, wait_until
+from tests.stack import PID1_CHILDREN, ROOT, Stack, container_url, run, wait_until
 
 SECONDS = int(os.environ.get("BENCH_SECONDS", "8"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
@@ -133,30 +133,6 @@ def wait_http(url: str, within: float = 60, **kwargs: Any) -> float:
         retry_on=(httpx.HTTPError,),
     )
     return time.monotonic() - started
-
-
-def container_url(container: str, published: str) -> str:
-    """The container's own address: the host reaches bridge networks directly. A published
-    loopback port goes through docker-proxy, a userland copy that cost about a fifth of the
-    machine here and that production traffic never takes (Traefik reaches the api over the edge
-    network). Where the address is not reachable (Docker Desktop), the published port."""
-    addresses = run(
-        [
-            "docker",
-            "inspect",
-            "-f",
-            "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
-            container,
-        ]
-    ).stdout.split()
-    for address in addresses:
-        url = f"http://{address}:8000"
-        try:
-            httpx.get(f"{url}/health", timeout=1)
-            return url
-        except httpx.HTTPError:
-            continue
-    return published
 
 
 def kit_requests(url: str, first_id: int, token: str) -> dict[str, tuple[str, dict[str, Any]]]:

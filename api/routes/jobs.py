@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import require_writer
 from api.deps import JobQueueDep, ReadSessionDep, SessionDep
+from api.errors import RETRY_AFTER_SECONDS
 from api.metrics import JOBS_QUEUED
 from api.schemas import JobIn, JobOut
 from core.jobs import RUN_JOB_TASK
@@ -46,7 +47,7 @@ async def submit_job(
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
             detail="the job queue is unavailable; nothing was queued, try again later",
-            headers={"Retry-After": "5"},
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         ) from exc
     JOBS_QUEUED.inc()
     response.headers["Location"] = f"/jobs/{job.id}"

@@ -15,7 +15,7 @@ import pytest
 
 from tests import stack as stack_module
 from tests.load import LoadResult, cycle, get, post, steady_load
-from tests.stack import wait_until
+from tests.stack import container_url, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -28,24 +28,14 @@ def report(name: str, load: LoadResult, fault: float) -> None:
     print(f"\n[chaos] {name}: {load.summary(fault)}")
 
 
-def _api_address(stack) -> str:
-    """The api container's own address on the edge network, as Traefik reaches it: a published
-    port would put docker-proxy in between, which accepts a connection even when the api is gone
-    and then drops it, so a refused connection would look like a lost request."""
-    networks = stack.inspect(stack.container_ids("api")[0])["NetworkSettings"]["Networks"]
-    edge = next(v for k, v in networks.items() if k.endswith("_edge"))
-    return f"http://{edge['IPAddress']}:8000"
-
-
 @pytest.fixture
 def direct(stack) -> str:
-    return _api_address(stack)
+    return container_url(stack.container_ids("api")[0])
 
 
 @pytest.fixture(scope="module")
 def proxied(stack) -> tuple[str, dict[str, str]]:
-    if not stack.with_proxy:
-        pytest.fail("the chaos suite needs the proxy (traefik image): make CI provide it")
+    stack_module.require(stack.with_proxy, stack_module.TRAEFIK_IMAGE)
     return f"https://127.0.0.1:{stack_module.HTTPS_PORT}", {"Host": "api.localhost"}
 
 
@@ -148,7 +138,7 @@ def _api_with(stack, **env: str) -> str:
     """Recreate the api with test-only settings (tests/compose.test.yaml); the new direct URL."""
     stack.compose("up", "-d", "--wait", "--no-deps", "api", **env)
     stack.wait_healthy("api")
-    return _api_address(stack)
+    return container_url(stack.container_ids("api")[0])
 
 
 def test_worker_recycling_and_reload_lose_no_request(stack, auth, item_ids, proxied):
