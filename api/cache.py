@@ -8,7 +8,8 @@ Redis failures never fail a request: they are logged, counted, and the cache is 
 until a background probe finds Redis answering again, so requests never wait on a Redis that is
 down (its name may not even resolve while its container is stopped). A write that could not reach
 Redis is remembered, and its key deleted before this process uses the cache again: Redis keeps its
-data across a restart, so without that the old row would come back with it.
+data across a restart, so without that the old row would come back with it; the debt is also
+written to PostgreSQL, so the other processes delete it too before they read (api/cache_debts.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import logging
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from api.cache_debts import CacheDebts
 from api.metrics import CACHE_EVENTS
 from api.schemas import ItemOut
 
@@ -28,8 +30,15 @@ TOMBSTONE = b"-"
 
 
 class ItemCache:
-    def __init__(self, redis: Redis, ttl_seconds: int, retry_after_seconds: float) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        ttl_seconds: int,
+        retry_after_seconds: float,
+        debts: CacheDebts | None = None,
+    ) -> None:
         self.redis = redis
+        self.debts = debts
         self.ttl = ttl_seconds
         self.retry_after = retry_after_seconds
         self._down = False
@@ -124,5 +133,14 @@ class ItemCache:
             except (RedisError, OSError) as exc:
                 self._failed("set", exc)
         if not only_if_absent:
-            # A write that did not land: its old value must not survive the Redis outage.
+            # A write that did not land: its old value must not survive the Redis outage, for
+            # this process nor for the others.
             self._unflushed.add(item_id)
+            if self.debts is not None:
+                try:
+                    await self.debts.record(item_id)
+                except Exception as exc:
+                    log.error(
+                        "cache debt not recorded: other processes may serve the old copy",
+                        extra={"item_id": item_id, "error": repr(exc)},
+                    )

@@ -13,6 +13,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from api.cache import ItemCache
+from api.cache_debts import CacheDebts
 from api.db import create_engine, create_sessions, head_revision
 from api.errors import validation_error
 from api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
@@ -27,6 +28,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Made here, per worker process, never at import: safe with gunicorn --preload.
     settings: Settings = app.state.settings
     engine = create_engine(settings)
+    debts = CacheDebts(engine, ItemCache.key)
     redis = Redis.from_url(
         settings.redis_url.get_secret_value(),
         socket_timeout=settings.redis_socket_timeout,
@@ -36,12 +38,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # once (a Redis that is really down is then skipped until a probe finds it: api/cache.py).
         retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.05), retries=1),
         retry_on_error=[RedisConnectionError],
+        # Every new connection deletes the cached copies of writes made while Redis was away.
+        redis_connect_func=debts.pay,
     )
     app.state.engine = engine
     app.state.sessions = create_sessions(engine, settings)
     app.state.redis = redis
     app.state.cache = ItemCache(
-        redis, settings.cache_ttl_seconds, settings.cache_retry_after_seconds
+        redis, settings.cache_ttl_seconds, settings.cache_retry_after_seconds, debts
     )
     app.state.head_revision = head_revision()
     # A client only: it sends jobs and never loads the worker's task code.

@@ -83,3 +83,13 @@ class Job(Base):
     # so. NULL on jobs that never ran.
     worker: Mapped[str | None] = mapped_column(Text)
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class CacheDebt(Base):
+    """An item whose cached copy must be deleted before any process reads the cache again: its
+    write committed while Redis was unreachable (api/cache_debts.py)."""
+
+    __tablename__ = "cache_debts"
+
+    item_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    owed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

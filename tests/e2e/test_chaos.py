@@ -210,3 +210,27 @@ def test_api_crash_behind_the_proxy(stack, auth, item_ids, proxied, replicas):
             assert load.recovered_after(fault) < 60
     finally:
         stack.compose("up", "-d", "--wait", "--no-recreate", "--scale", "api=1", "api")
+
+
+def test_a_write_during_a_redis_outage_is_never_read_stale(stack, direct, auth):
+    """Redis keeps its data across a restart: the copy cached before the outage comes back. The
+    process that made the write knows it; the other gunicorn worker (two in the test stack) must
+    not serve the old copy either. Many reads on fresh connections reach both workers."""
+
+    def read() -> str:
+        with httpx.Client(base_url=direct, timeout=10) as client:  # a new connection each time
+            return client.get(f"/items/{item_id}").json()["name"]
+
+    with httpx.Client(base_url=direct, timeout=10) as client:
+        item_id = client.post("/items", json={"name": "before"}, headers=auth).json()["id"]
+    assert {read() for _ in range(10)} == {"before"}  # cached now
+    stack.compose("stop", "redis")
+    try:
+        with httpx.Client(base_url=direct, timeout=10) as client:
+            r = client.put(f"/items/{item_id}", json={"name": "after"}, headers=auth)
+        assert r.status_code == 200
+    finally:
+        stack.compose("start", "redis")
+        stack.wait_healthy("redis")
+    names = [read() for _ in range(60)]
+    assert set(names) == {"after"}, names.count("before")
