@@ -20,6 +20,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 
+from api.schemas import ErrorOut
+
 log = logging.getLogger(__name__)
 
 # How long a client is asked to wait after a 503 (database or job queue down).
@@ -70,6 +72,29 @@ def is_service_unavailable(exc: BaseException) -> bool:
         ).startswith(_UNAVAILABLE_SQLSTATES):
             return True
     return False
+
+
+_ERRORS: dict[int, dict[str, Any]] = {
+    400: {"description": "The body could not be read as JSON (not UTF-8, for one)"},
+    401: {
+        "description": "No bearer token, or one that is malformed, expired or not for this API",
+        "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+    },
+    403: {"description": "The token lacks the scope this operation needs"},
+    404: {"description": "No such resource"},
+    413: {"description": "The body is over MAX_BODY_BYTES"},
+    503: {
+        "description": "PostgreSQL or the job queue is unavailable: nothing was done",
+        "headers": {
+            "Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait"}
+        },
+    },
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the errors an operation can answer, each with ErrorOut's body."""
+    return {code: {"model": ErrorOut, **_ERRORS[code]} for code in codes}
 
 
 def error_response(exc: Exception) -> JSONResponse:

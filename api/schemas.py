@@ -28,8 +28,21 @@ def _storable(value: str) -> str:
     return value
 
 
+# The NUL rule in the OpenAPI document too, so clients and schema-driven tests know it (a lone
+# surrogate is not a Unicode string, which JSON Schema's "string" already means). Validation
+# stays in _storable, whose messages say what is wrong.
+STORABLE_PATTERN = r"^[^\x00]*$"
+
 # Every string the app stores goes through this.
-StorableText = Annotated[str, AfterValidator(_storable)]
+StorableText = Annotated[
+    str, AfterValidator(_storable), Field(json_schema_extra={"pattern": STORABLE_PATTERN})
+]
+
+
+class ErrorOut(BaseModel):
+    """Every error but a 422 (whose detail is the list of invalid fields)."""
+
+    detail: str
 
 
 class ItemIn(BaseModel):

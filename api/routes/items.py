@@ -9,10 +9,12 @@ from sqlalchemy import select
 
 from api.auth import require_writer
 from api.deps import CacheDep, ReadSessionDep, SessionDep
+from api.errors import error_responses
 from api.schemas import PAGE_SIZE_MAX, ItemIn, ItemOut, ItemPage
 from core.models import Item
 
-router = APIRouter(prefix="/items", tags=["items"])
+# Every operation here can meet a database outage.
+router = APIRouter(prefix="/items", tags=["items"], responses=error_responses(503))
 
 ItemId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The item's id")]
 
@@ -26,6 +28,7 @@ def _not_found(item_id: int) -> HTTPException:
     status_code=status.HTTP_201_CREATED,
     response_model=ItemOut,
     dependencies=[Depends(require_writer)],
+    responses=error_responses(400, 401, 403, 413),
 )
 async def create_item(body: ItemIn, db: SessionDep, cache: CacheDep, response: Response) -> ItemOut:
     item = Item(**body.model_dump())
@@ -38,7 +41,7 @@ async def create_item(body: ItemIn, db: SessionDep, cache: CacheDep, response: R
     return out
 
 
-@router.get("/{item_id}", response_model=ItemOut)
+@router.get("/{item_id}", response_model=ItemOut, responses=error_responses(404))
 async def get_item(item_id: ItemId, cache: CacheDep, request: Request) -> Response:
     cached = await cache.get(item_id)
     if cached is False:
@@ -71,7 +74,12 @@ async def list_items(
     return ItemPage(items=page, next_cursor=page[-1].id if len(rows) > limit else None)
 
 
-@router.put("/{item_id}", response_model=ItemOut, dependencies=[Depends(require_writer)])
+@router.put(
+    "/{item_id}",
+    response_model=ItemOut,
+    dependencies=[Depends(require_writer)],
+    responses=error_responses(400, 401, 403, 404, 413),
+)
 async def replace_item(item_id: ItemId, body: ItemIn, db: SessionDep, cache: CacheDep) -> ItemOut:
     item = await db.get(Item, item_id, with_for_update=True)
     if item is None:
@@ -86,7 +94,10 @@ async def replace_item(item_id: ItemId, body: ItemIn, db: SessionDep, cache: Cac
 
 
 @router.delete(
-    "/{item_id}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[Depends(require_writer)]
+    "/{item_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=[Depends(require_writer)],
+    responses=error_responses(401, 403, 404),
 )
 async def delete_item(item_id: ItemId, db: SessionDep, cache: CacheDep) -> Response:
     item = await db.get(Item, item_id)

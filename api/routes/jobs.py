@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import require_writer
 from api.deps import JobQueueDep, ReadSessionDep, SessionDep
-from api.errors import RETRY_AFTER_SECONDS
+from api.errors import RETRY_AFTER_SECONDS, error_responses
 from api.metrics import JOBS_QUEUED
 from api.schemas import JobIn, JobOut
 from core.jobs import RUN_JOB_TASK
@@ -19,7 +19,8 @@ from core.models import Job, JobState
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+# Every operation here can meet a database (or job queue) outage.
+router = APIRouter(prefix="/jobs", tags=["jobs"], responses=error_responses(503))
 
 
 @router.post(
@@ -27,6 +28,7 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobOut,
     dependencies=[Depends(require_writer)],
+    responses=error_responses(400, 401, 403, 413),
 )
 async def submit_job(
     body: JobIn,
@@ -54,7 +56,7 @@ async def submit_job(
     return JobOut.model_validate(job)
 
 
-@router.get("/{job_id}", response_model=JobOut)
+@router.get("/{job_id}", response_model=JobOut, responses=error_responses(404))
 async def get_job(job_id: uuid.UUID, db: ReadSessionDep) -> JobOut:
     job = await db.get(Job, job_id)
     if job is None:
