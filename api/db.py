@@ -108,6 +108,11 @@ async def current_revision(engine: AsyncEngine) -> str | None:
         )
 
 
+# Every migrator of this database takes this PostgreSQL advisory lock (api/migrations/env.py), so
+# two started at once run one after the other. Any constant shared by all of them.
+MIGRATION_LOCK_ID = 727_274_001
+
+
 def head_revision() -> str | None:
     """The newest migration this code ships; /ready compares the database against it."""
     from alembic.config import Config

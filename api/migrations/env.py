@@ -6,11 +6,9 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool, text
 
+from api.db import MIGRATION_LOCK_ID
 from core.models import Base
 from core.settings import get_settings
-
-# Any constant shared by every migrator of this database; the value is arbitrary.
-MIGRATION_LOCK_ID = 727_274_001
 
 config = context.config
 target_metadata = Base.metadata

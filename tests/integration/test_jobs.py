@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
 
 from tests.integration.conftest import wait_for_job
+from tests.stack import run
 from worker.compute import iterated_sha256
 
 pytestmark = pytest.mark.integration
@@ -32,13 +34,25 @@ async def test_unknown_job_is_404(client):
     assert str(missing) in r.json()["detail"]
 
 
-async def test_job_state_survives_a_redis_restart(client, auth, stack):
-    """Queued before the restart, finished after it: the queue (AOF) and the state (PostgreSQL)
-    both outlive Redis."""
-    r = await client.post("/jobs", json={"cost": 1_500_000, "seed": "restart"}, headers=auth)
-    location = r.headers["location"]
-    stack.compose("restart", "redis")
-    stack.wait_healthy("redis")
+async def test_a_queued_job_survives_redis_killed_hard(client, auth, stack):
+    """The job is only in Redis's queue when Redis dies: no worker has taken it (the worker is
+    stopped), and Redis is SIGKILLed, so it saves nothing on the way down. The append-only file
+    (fsync every second) brings the queue back; the job then runs once."""
+    stack.compose("stop", "worker")
+    try:
+        r = await client.post("/jobs", json={"cost": 200_000, "seed": "aof"}, headers=auth)
+        assert r.status_code == 202
+        location = r.headers["location"]
+        await asyncio.sleep(1.5)  # appendfsync everysec: older than a second is on disk
+        redis = stack.container_ids("redis")[0]
+        run(["docker", "kill", "--signal", "KILL", redis])
+        stack.compose("start", "redis")
+        stack.wait_healthy("redis")
+        assert (await client.get(location)).json()["state"] == "queued"
+    finally:
+        stack.compose("start", "worker")
+        stack.wait_healthy("worker")
     done = await wait_for_job(client, location, within=90)
     assert done["state"] == "succeeded"
-    assert done["result"] == iterated_sha256("restart", 1_500_000)
+    assert done["attempts"] == 1
+    assert done["result"] == iterated_sha256("aof", 200_000)

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import time
+import uuid
 
+import psycopg
 import pytest
 from sqlalchemy import text
 
-from api.db import head_revision
+from api.db import MIGRATION_LOCK_ID, head_revision
+from core.settings import get_settings
+from tests.stack import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -45,15 +50,44 @@ def test_models_match_the_migrations(stack):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_migrations_are_idempotent_and_serialised(stack):
-    """Two migrators at once (a deploy racing an operator): both succeed, one waits."""
-    procs = [
-        subprocess.Popen(["alembic", "upgrade", "head"], stderr=subprocess.PIPE, text=True)
-        for _ in range(2)
-    ]
-    for proc in procs:
-        _, err = proc.communicate(timeout=60)
-        assert proc.returncode == 0, err
+def test_migrators_racing_on_an_empty_database_take_turns(stack):
+    """Two migrators on a new, empty database (a deploy racing an operator). The test holds the
+    migration lock first, so both are seen waiting on it; released, they run one after the other:
+    both succeed and the schema is at head. Without the lock the second would fail creating
+    tables the first made."""
+    server = get_settings().database_url_sync.replace("+psycopg", "").rsplit("/", 1)[0]
+    database = f"race_{uuid.uuid4().hex[:8]}"
+    admin = psycopg.connect(f"{server}/postgres", autocommit=True)
+    try:
+        admin.execute(f'CREATE DATABASE "{database}"')
+        holder = psycopg.connect(f"{server}/{database}", autocommit=True)
+        holder.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_ID,))
+        env = {**os.environ, "POSTGRES_DB": database}
+        procs = [
+            subprocess.Popen(
+                ["alembic", "upgrade", "head"], stderr=subprocess.PIPE, text=True, env=env
+            )
+            for _ in range(2)
+        ]
+
+        def waiting() -> int:
+            return holder.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                " AND objid = %s",
+                (MIGRATION_LOCK_ID,),
+            ).fetchone()[0]
+
+        wait_until(lambda: waiting() == 2, within=60, every=0.2)
+        holder.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_ID,))
+        for proc in procs:
+            _, err = proc.communicate(timeout=60)
+            assert proc.returncode == 0, err
+        version = holder.execute("SELECT version_num FROM alembic_version").fetchall()
+        assert version == [(head_revision(),)]
+        holder.close()
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        admin.close()
 
 
 async def test_metrics_count_requests(client):
