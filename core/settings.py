@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     gunicorn_preload_app: bool = Field(True, validation_alias=_renamed("preload_app"))
     # Seconds a stopping worker keeps answering, with `Connection: close`, before it closes its
     # connections (api/shutdown.py). Part of GUNICORN_GRACEFUL_TIMEOUT, so kept below it.
-    gunicorn_drain_seconds: float = Field(0.0, ge=0)
+    gunicorn_drain_seconds: float = Field(5.0, ge=0)
     forwarded_allow_ips: str = "127.0.0.1"
     # Set in the api image: gunicorn's workers write their metrics there (api/metrics.py).
     prometheus_multiproc_dir: str | None = None

@@ -4,7 +4,8 @@ can count what failed, how, and for how long.
 Runs in a thread with its own event loop while the test breaks something. Every request is
 recorded with when it was sent and how it ended:
 - a status code (with whether X-Request-ID and Retry-After came back);
-- "refused": the connection could not be opened (nothing was sent; the server is gone);
+- "refused": the connection could not be opened (nothing was sent; the server is gone, or its
+  container and its address with it, so the connect times out);
 - "lost": the request was sent and the connection broke before a response (the failure a
   user sees as a reset, and what a graceful stop must never cause);
 - "timeout": no answer within the client's timeout.
@@ -114,7 +115,7 @@ class _Load:
                 r = await client.request(method, path, json=body, headers=extra)
                 kind = str(r.status_code)
                 rid, retry = "x-request-id" in r.headers, "retry-after" in r.headers
-            except httpx.ConnectError:
+            except (httpx.ConnectError, httpx.ConnectTimeout):
                 kind, rid, retry = "refused", False, False
             except httpx.TimeoutException:
                 kind, rid, retry = "timeout", False, False

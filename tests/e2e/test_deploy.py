@@ -248,10 +248,10 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
     assert load.releases_seen[-1] == 2
     assert {serving_release(client) for _ in range(30)} == {2}
     release_2 = releases(srv)[-1]
-    # The old container drained through DRAIN_FILE of its settings, for three rounds of the
-    # 2 s health-check interval on its Traefik label.
+    # The old containers (production runs 2) drained through DRAIN_FILE of their settings, for
+    # three rounds of the 2 s health-check interval on their Traefik label.
     assert f"drain on: {DRAIN_FILE}" in deployed.stderr
-    assert "draining 1 old api container(s) for 6s" in deployed.stderr
+    assert "draining 2 old api container(s) for 6s" in deployed.stderr
     assert (srv / "proxy-dynamic" / "middlewares.yml").read_text().endswith("release 2\n")
     assert client.get(f"/items/{item.json()['id']}").status_code == 200
 
