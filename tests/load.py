@@ -15,19 +15,26 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import statistics
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 
-# A request to send: (method, path, json body or None, extra headers).
-Request = tuple[str, str, dict[str, Any] | None, dict[str, str]]
+
+class Request(NamedTuple):
+    method: str
+    path: str
+    body: dict[str, Any] | None = None
+    headers: dict[str, str] = {}  # noqa: RUF012 - never mutated
+    # A slow client: the JSON body is sent in pieces over this many seconds.
+    upload_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -104,7 +111,7 @@ class _Load:
     async def _client(self, index: int, client: httpx.AsyncClient) -> None:
         interval = self.connections / self.rate if self.rate else 0.0
         next_at = time.monotonic() + (interval * index / self.connections)
-        for method, path, body, extra in self.requests(index):
+        for method, path, body, extra, upload_seconds in self.requests(index):
             if self._stop.is_set():
                 return
             if interval:
@@ -112,7 +119,15 @@ class _Load:
                 next_at += interval
             sent = time.monotonic()
             try:
-                r = await client.request(method, path, json=body, headers=extra)
+                if upload_seconds:
+                    r = await client.request(
+                        method,
+                        path,
+                        content=_trickle(json.dumps(body).encode(), upload_seconds),
+                        headers={**extra, "Content-Type": "application/json"},
+                    )
+                else:
+                    r = await client.request(method, path, json=body, headers=extra)
                 kind = str(r.status_code)
                 rid, retry = "x-request-id" in r.headers, "retry-after" in r.headers
             except (httpx.ConnectError, httpx.ConnectTimeout):
@@ -189,9 +204,22 @@ def cycle(*requests: Request) -> Callable[[int], Iterator[Request]]:
     return per_client
 
 
+async def _trickle(data: bytes, seconds: float, pieces: int = 5) -> AsyncIterator[bytes]:
+    step = max(1, len(data) // pieces)
+    for start in range(0, len(data), step):
+        if start:
+            await asyncio.sleep(seconds / pieces)
+        yield data[start : start + step]
+
+
 def get(path: str, **headers: str) -> Request:
-    return ("GET", path, None, headers)
+    return Request("GET", path, None, headers)
+
+
+def slow_post(path: str, body: dict[str, Any], seconds: float, **headers: str) -> Request:
+    """A POST whose body takes `seconds` to arrive: a request in flight for that long."""
+    return Request("POST", path, body, headers, seconds)
 
 
 def post(path: str, body: dict[str, Any], **headers: str) -> Request:
-    return ("POST", path, body, headers)
+    return Request("POST", path, body, headers)

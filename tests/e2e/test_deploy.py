@@ -6,6 +6,7 @@ release 1, the lock, the log and the backups."""
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import threading
@@ -16,8 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from api.db import head_revision
 from tests import stack as stack_module
-from tests.stack import run, wait_until
+from tests.load import cycle, get, post, slow_post, steady_load
+from tests.stack import run, wait_for_job, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +37,15 @@ def _parts() -> None:
 SSH_PORT = int(os.environ.get("KIT_TEST_SSH_PORT", "52222"))
 HTTPS_PORT = 38443
 PROJECT = "kit-deploy"
+CLIENT_BASE = f"https://127.0.0.1:{HTTPS_PORT}"
+API_HOST = {"Host": "api.localhost"}
+# A job that runs through the rollout (a few seconds of the worker's CPU): finished once.
+JOB_COST = 3_000_000
 DRAIN_FILE = "/tmp/kit-deploy-test.drain"  # noqa: S108 - in the api container's tmpfs
+READY_PATCH = (
+    "return JSONResponse(body, status_code=503 if failed else 200)",
+    "return JSONResponse(body, status_code=503)",
+)
 HEALTH_PATCH = (
     'return JSONResponse({"status": "ok"})',
     'return JSONResponse({"status": "ok", "release": %s})',
@@ -83,6 +94,8 @@ def workspace(server, tmp_path_factory):
         f"NOFILE_LIMIT={stack_module.compose_env()['NOFILE_LIMIT']}\n"
         # Not the default: the deploy must drain through the api's own setting.
         f"DRAIN_FILE={DRAIN_FILE}\n"
+        # The test's own load comes from one address: Traefik's per-client limit must not count.
+        "RATE_LIMIT_AVERAGE=5000\nRATE_LIMIT_BURST=10000\n"
     )
     env = {
         **stack_module.compose_env(),
@@ -131,10 +144,53 @@ def commit_release(source: Path, release: int | str, *, commit: bool = True) -> 
         run(["git", "commit", "-q", "-am", f"release {release}"], cwd=source)
 
 
+RELEASE_2_MIGRATION = '''"""deploy test: an index"""
+
+from alembic import op
+
+revision = "deploytest2"
+down_revision = "{head}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_index("ix_items_name_deploy_test", "items", ["name"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_items_name_deploy_test", table_name="items")
+'''.replace("{head}", str(head_revision()))
+
+
+def _psql(srv: Path, env, sql: str, database: str = "$POSTGRES_DB") -> str:
+    script = f'psql -U "$POSTGRES_USER" -d "{database}" -tAc "{sql}"'
+    return run([*current_compose(srv), "exec", "-T", "db", "sh", "-c", script], env=env).stdout
+
+
+def current_revision(srv: Path, env) -> str:
+    return _psql(srv, env, "SELECT version_num FROM alembic_version").strip()
+
+
+def dumped_revision(srv: Path, env, name: str) -> str:
+    """Restore a deploy's dump into a scratch database of the server's PostgreSQL; its revision."""
+    dump = srv / "backups" / f"{name}.dump"
+    scratch = "dump_check"
+    _psql(srv, env, f"DROP DATABASE IF EXISTS {scratch}", "postgres")
+    _psql(srv, env, f"CREATE DATABASE {scratch}", "postgres")
+    restore = f'pg_restore --no-owner -U "$POSTGRES_USER" -d {scratch}'
+    command = [*current_compose(srv), "exec", "-T", "db", "sh", "-c", restore]
+    run(["sh", "-c", f"{shlex.join(command)} < {shlex.quote(str(dump))}"], env=env)
+    try:
+        return _psql(srv, env, "SELECT version_num FROM alembic_version", scratch).strip()
+    finally:
+        _psql(srv, env, f"DROP DATABASE {scratch}", "postgres")
+
+
 def https_client() -> httpx.Client:
     return httpx.Client(
-        base_url=f"https://127.0.0.1:{HTTPS_PORT}",
-        headers={"Host": "api.localhost"},
+        base_url=CLIENT_BASE,
+        headers=API_HOST,
         verify=False,
         timeout=5,
     )
@@ -233,8 +289,26 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
     # dynamic configuration, which Traefik reloads while serving.
     middlewares = source / "proxy" / "dynamic" / "middlewares.yml"
     middlewares.write_text(middlewares.read_text() + "# changed by release 2\n")
+    # And it adds a migration: its before-migration dump must hold the schema before it.
+    migration = source / "api" / "migrations" / "versions" / "20261201_9000_deploy_test.py"
+    migration.write_text(RELEASE_2_MIGRATION)
+    run(["git", "add", str(migration)], cwd=source)
     commit_release(source, 2)
-    with SteadyLoad() as load:
+    # Besides the release watcher: users' traffic on several connections, reads and writes, some
+    # slow uploads in flight while containers stop, and a job running on the worker.
+    writer = {"Authorization": f"Bearer {token}"}
+    traffic = cycle(
+        get(f"/items/{item.json()['id']}"),
+        get("/items?limit=10"),
+        post("/items", {"name": "written during a deploy"}, **writer),
+        slow_post("/items", {"name": "uploaded slowly during a deploy"}, 1.5, **writer),
+    )
+    job = client.post("/jobs", json={"cost": JOB_COST, "seed": "deploy"}, headers=writer)
+    assert job.status_code == 202
+    with (
+        SteadyLoad() as load,
+        steady_load(CLIENT_BASE, traffic, headers=API_HOST, connections=8, rate=60) as users,
+    ):
         time.sleep(2)
         deployed = make(workspace, "deploy")
         wait_until(lambda: load.releases_seen[-1] == 2, within=30)
@@ -243,11 +317,17 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
         f"failed requests during the deploy: {load.outcomes}\n{proxy_log(srv, env)}"
     )
     assert load.outcomes["200"] > 100
+    assert users.failures() == [], f"{users.kinds()}\n{proxy_log(srv, env)}"
+    assert sum(o.method == "POST" and o.ok for o in users.outcomes) > 20
+    done = wait_for_job(lambda: client.get(job.headers["location"]).json(), within=120, every=0.5)
+    assert (done["state"], done["attempts"]) == ("succeeded", 1), done
     # Old and new serve side by side while the new ones prove healthy; then only the new.
     assert load.releases_seen[0] == 1
     assert load.releases_seen[-1] == 2
     assert {serving_release(client) for _ in range(30)} == {2}
     release_2 = releases(srv)[-1]
+    assert dumped_revision(srv, env, f"before-{release_2}") == head_revision()
+    assert current_revision(srv, env) == "deploytest2"
     # The old containers (production runs 2) drained through DRAIN_FILE of their settings, for
     # three rounds of the 2 s health-check interval on their Traefik label.
     assert f"drain on: {DRAIN_FILE}" in deployed.stderr
@@ -308,3 +388,44 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
     dumps = sorted((srv / "backups").glob("before-*.dump"))
     assert len(dumps) >= 2
     assert all(d.stat().st_size > 1000 for d in dumps)
+
+    # Two deploys at once: the second fails naming the first, whose lock it leaves alone.
+    commit_release(source, 4)
+    first = subprocess.Popen(
+        ["make", "--no-print-directory", "deploy"],
+        cwd=source,
+        env={**env, "DEPLOY_LOCK_TIMEOUT": "120"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: (srv / "deploy.lock" / "owner").exists(), within=300, every=0.2)
+        holder = (srv / "deploy.lock" / "owner").read_text()
+        second = make(workspace, "deploy", check=False)
+        assert second.returncode != 0
+        assert "another deploy holds the lock: deploy-test" in second.stderr, second.stderr
+        assert first.poll() is None, "the first deploy ended before the second tried"
+        assert (srv / "deploy.lock" / "owner").read_text() == holder
+    finally:
+        _, err = first.communicate(timeout=900)
+    assert first.returncode == 0, err[-3000:]
+    assert not (srv / "deploy.lock").exists()
+    wait_until(lambda: serving_release(client) == 4, within=30)
+
+    # A release whose containers are healthy but whose public check fails (/ready 503 through
+    # the proxy): rolled back by the deploy itself, under load, with nothing failed.
+    ops = source / "api" / "routes" / "ops.py"
+    ops.write_text(ops.read_text().replace(READY_PATCH[0], READY_PATCH[1]))
+    commit_release(source, 5)
+    with SteadyLoad() as load:
+        refused = make(workspace, "deploy", check=False)
+        wait_until(lambda: serving_release(client) == 4, within=60)
+        time.sleep(2)
+    assert refused.returncode != 0
+    assert "public check failed after the switch; rolled back to" in refused.stderr
+    assert set(load.outcomes) == {"200"}, f"{load.outcomes}\n{proxy_log(srv, env)}"
+    assert set(load.releases_seen) <= {4, 5}
+    assert load.releases_seen[-1] == 4
+    last = make(workspace, "deploy-log").stdout.splitlines()[-1].split("\t")
+    assert last[1] == "rolled-back", last
