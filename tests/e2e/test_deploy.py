@@ -42,6 +42,7 @@ API_HOST = {"Host": "api.localhost"}
 # A job that runs through the rollout (a few seconds of the worker's CPU): finished once.
 JOB_COST = 3_000_000
 DRAIN_FILE = "/tmp/kit-deploy-test.drain"  # noqa: S108 - in the api container's tmpfs
+BROKEN_HEALTH = 'return JSONResponse({"broken": 1}, 500)'
 READY_PATCH = (
     "return JSONResponse(body, status_code=503 if failed else 200)",
     "return JSONResponse(body, status_code=503)",
@@ -134,11 +135,11 @@ def make(workspace, *target: str, check=True):
 
 def commit_release(source: Path, release: int | str, *, commit: bool = True) -> None:
     ops = source / "api" / "routes" / "ops.py"
-    text = ops.read_text()
+    text = ops.read_text().replace(BROKEN_HEALTH, HEALTH_PATCH[0])
     for marker in (HEALTH_PATCH[0], *(HEALTH_PATCH[1] % n for n in range(10))):
         text = text.replace(marker, HEALTH_PATCH[1] % release)
     if release == "broken":
-        text = text.replace(HEALTH_PATCH[1] % "broken", 'return JSONResponse({"broken": 1}, 500)')
+        text = text.replace(HEALTH_PATCH[1] % "broken", BROKEN_HEALTH)
     ops.write_text(text)
     if commit:
         run(["git", "commit", "-q", "-am", f"release {release}"], cwd=source)
