@@ -70,7 +70,7 @@ def compose_env(**extra: str) -> dict[str, str]:
         COMPOSE_PROGRESS="plain",
         COMPOSE_BAKE="false",
         # A developer's own stack may be up on the default subnet; pinned subnets cannot overlap.
-        EDGE_SUBNET=os.environ.get("KIT_TEST_EDGE_SUBNET", "172.30.251.0/24"),
+        EDGE_NETWORK_PREFIX=os.environ.get("KIT_TEST_EDGE_NETWORK_PREFIX", "172.30.251"),
     )
     env.update(extra)
     return env

@@ -51,10 +51,10 @@ def test_models_match_the_migrations(stack):
 
 
 def test_migrators_racing_on_an_empty_database_take_turns(stack):
-    """Two migrators on a new, empty database (a deploy racing an operator). The test holds the
-    migration lock first, so both are seen waiting on it; released, they run one after the other:
-    both succeed and the schema is at head. Without the lock the second would fail creating
-    tables the first made."""
+    """Two migrators (the schema, then the app role) on a new, empty database (a deploy racing
+    an operator). The test holds the migration lock first, so both are seen waiting on it;
+    released, they run one after the other: both succeed and the schema is at head. Without the
+    lock the second would fail creating tables (or the role) the first made."""
     server = get_settings().database_url_sync.replace("+psycopg", "").rsplit("/", 1)[0]
     database = f"race_{uuid.uuid4().hex[:8]}"
     admin = psycopg.connect(f"{server}/postgres", autocommit=True)
@@ -65,7 +65,7 @@ def test_migrators_racing_on_an_empty_database_take_turns(stack):
         env = {**os.environ, "POSTGRES_DB": database}
         procs = [
             subprocess.Popen(
-                ["alembic", "upgrade", "head"], stderr=subprocess.PIPE, text=True, env=env
+                ["python", "-m", "api.migrate"], stderr=subprocess.PIPE, text=True, env=env
             )
             for _ in range(2)
         ]

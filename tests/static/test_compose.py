@@ -14,14 +14,19 @@ from pydantic import AliasChoices
 from tests.static.compose_config import ROOT, compose_config, run_config
 
 PROD = ("compose.yaml", "compose.prod.yaml")
-PROD_SECRETS = {
-    "POSTGRES_PASSWORD": "pg-secret",
-    "JWT_SECRET": "jwt-secret-jwt-secret-jwt-secret",
-    "REDIS_PASSWORD": "redis-secret",
-    "ACME_EMAIL": "ops@example.com",
-    "API_DOMAIN": "api.example.com",
+# What production needs in its environment; its secrets are files (SECRETS_DIR).
+PROD_SECRETS = {"ACME_EMAIL": "ops@example.com", "API_DOMAIN": "api.example.com"}
+SECRET_VARIABLES = {"POSTGRES_PASSWORD", "POSTGRES_APP_PASSWORD", "REDIS_PASSWORD", "JWT_SECRET"}
+# Each service gets the secret files it uses, and no other.
+SECRETS_BY_SERVICE = {
+    "db": {"postgres_password"},
+    "migrate": {"postgres_password", "postgres_app_password"},
+    "api": {"postgres_app_password", "redis_password", "jwt_secret"},
+    "worker": {"postgres_app_password", "redis_password"},
+    "redis": {"redis_password"},
 }
 LONG_RUNNING = {"proxy", "api", "worker", "db", "redis"}
+ONE_SHOT = {"migrate", "proxy-certs"}
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +49,18 @@ def test_files_match_the_compose_schema(files):
     assert [e.message for e in validator.iter_errors(config)] == []
 
 
+def test_production_secrets_are_files_given_only_where_used(prod):
+    for name, service in prod["services"].items():
+        given = {secret["source"] for secret in service.get("secrets", [])}
+        assert given == SECRETS_BY_SERVICE.get(name, set()), name
+        leaked = SECRET_VARIABLES & set(service.get("environment") or {})
+        assert not leaked, f"{name} has secrets in its environment: {leaked}"
+    for name, secret in prod["secrets"].items():
+        assert secret["file"] == str(ROOT / "secrets" / name)
+
+
 @pytest.mark.parametrize("missing", sorted(PROD_SECRETS))
-def test_production_refuses_each_missing_secret_by_name(missing):
+def test_production_refuses_each_missing_setting_by_name(missing):
     env = {k: v for k, v in PROD_SECRETS.items() if k != missing}
     from tests.static.compose_config import clean_env
 
@@ -133,14 +148,30 @@ def test_production_hardening(prod):
             v["type"] == "bind" and v["source"].startswith(str(ROOT / "api"))
             for v in service.get("volumes", [])
         ), name
-        if name != "migrate":
-            limits = service["deploy"]["resources"]["limits"]
+        limits = service["deploy"]["resources"]["limits"]
+        assert limits["pids"] > 0, f"{name}: no pids limit (a fork bomb takes the host)"
+        if name not in ONE_SHOT:
             assert limits["cpus"] and limits["memory"], name
+    # Root only where a documented need is (compose.yaml): the socket proxy opens the root-owned
+    # Docker socket, proxy-certs chowns the certificate volume once; the entrypoints of db and
+    # redis start as root and drop to their users after taking their data directories.
+    # The kit's own images run as the Dockerfile's user.
+    assert "\nUSER 10001:10001\n" in (ROOT / "Dockerfile").read_text()
+    as_root = {
+        n
+        for n, s in prod["services"].items()
+        if s.get("user", "build" not in s and "root") in ("root", "0")
+    }
+    assert as_root == {"socket-proxy", "proxy-certs", "db", "redis"}
+    assert "cap_add" not in prod["services"]["proxy"], "the proxy binds unprivileged ports"
     labels = prod["services"]["api"]["labels"]
     assert labels["traefik.http.routers.api.tls.certresolver"] == "letsencrypt"
-    assert labels["traefik.http.routers.api.rule"] == "Host(`api.example.com`)"
-    proxy_ports = {p["published"] for p in prod["services"]["proxy"]["ports"]}
-    assert proxy_ports == {"80", "443"}
+    rule = labels["traefik.http.routers.api.rule"]
+    assert rule.startswith("Host(`api.example.com`) && !PathRegexp(")
+    for private in ("metrics", "whoami", "openapi", "docs"):
+        assert private in rule
+    proxy_ports = {(p["published"], p["target"]) for p in prod["services"]["proxy"]["ports"]}
+    assert proxy_ports == {("80", 8000), ("443", 8443)}
     assert all(p.get("host_ip") in (None, "") for p in prod["services"]["proxy"]["ports"])
 
 

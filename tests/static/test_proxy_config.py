@@ -4,7 +4,9 @@ file-provider tree)."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -103,8 +105,12 @@ def test_static_flags_match_the_schema(config):
     tree = dotted_to_tree(flags, validator)
     assert errors(validator, tree) == []
     # The promises: redirect, exposedByDefault off, ping, JSON access log, trusted IPs set.
-    assert tree["entryPoints"]["web"]["http"]["redirections"]["entryPoint"]["to"] == "websecure"
+    # To the HTTPS port users reach (the published one), not the container's unprivileged 8443.
+    assert tree["entryPoints"]["web"]["http"]["redirections"]["entryPoint"]["to"] == ":443"
+    assert tree["entryPoints"]["websecure"]["address"] == ":8443"
     assert tree["providers"]["docker"]["exposedByDefault"] is False
+    # Discovery through the filtering socket proxy, never the socket itself.
+    assert tree["providers"]["docker"]["endpoint"] == "tcp://socket-proxy:2375"
     assert tree["ping"] == {}
     assert tree["accessLog"]["format"] == "json"
     assert tree["entryPoints"]["websecure"]["forwardedHeaders"]["trustedIPs"]
@@ -126,10 +132,25 @@ def test_an_unknown_static_flag_is_caught():
     assert errors(validator, tree) != []
 
 
+# Traefik renders dynamic files as Go templates; the kit uses one form: an environment variable
+# with a default.
+ENV_TEMPLATE = re.compile(r'\{\{ env "(?P<name>[A-Z_]+)" \| default "(?P<default>[^"]*)" \}\}')
+
+
+def render(text: str, env: dict[str, str]) -> str:
+    rendered = ENV_TEMPLATE.sub(lambda m: env.get(m["name"]) or m["default"], text)
+    assert "{{" not in rendered, "a template form this test does not render"
+    return rendered
+
+
+@pytest.mark.parametrize("sni_strict", ["", "true"])
 @pytest.mark.parametrize("name", ["middlewares.yml", "tls.yml"])
-def test_dynamic_files_match_the_schema(name):
-    document = yaml.safe_load((ROOT / "proxy" / "dynamic" / name).read_text())
+def test_dynamic_files_match_the_schema(name, sni_strict):
+    text = (ROOT / "proxy" / "dynamic" / name).read_text()
+    document = yaml.safe_load(render(text, {"PROXY_SNI_STRICT": sni_strict}))
     assert errors(schema("traefik-v3-file-provider.json"), document) == []
+    if name == "tls.yml":
+        assert document["tls"]["options"]["default"]["sniStrict"] is (sni_strict == "true")
 
 
 def test_api_labels_match_the_file_provider_schema(config):
@@ -163,9 +184,24 @@ def test_a_misspelled_label_is_caught():
     assert errors(validator, tree) != []
 
 
-def test_api_trusts_only_the_edge_network(config):
-    api = config["services"]["api"]
-    edge_subnet = config["networks"]["edge"]["ipam"]["config"][0]["subnet"]
-    assert api["environment"]["FORWARDED_ALLOW_IPS"] == edge_subnet
+def test_api_trusts_only_the_proxy_address(config):
+    api, proxy = config["services"]["api"], config["services"]["proxy"]
+    edge = config["networks"]["edge"]["ipam"]["config"][0]
+    proxy_address = proxy["networks"]["edge"]["ipv4_address"]
+    assert api["environment"]["FORWARDED_ALLOW_IPS"] == proxy_address
+    # In the subnet, outside the range other containers are given addresses from.
+    assert ipaddress.ip_address(proxy_address) in ipaddress.ip_network(edge["subnet"])
+    assert ipaddress.ip_address(proxy_address) not in ipaddress.ip_network(edge["ip_range"])
     assert set(api["networks"]) == {"edge", "backend"}
-    assert set(config["services"]["proxy"]["networks"]) == {"edge"}
+    assert set(proxy["networks"]) == {"edge", "socket"}
+
+
+def test_only_the_socket_proxy_mounts_the_docker_socket(config):
+    mounts = {
+        name: [v["source"] for v in service.get("volumes", [])]
+        for name, service in config["services"].items()
+    }
+    holders = {name for name, sources in mounts.items() if "/var/run/docker.sock" in sources}
+    assert holders == {"socket-proxy"}
+    assert config["networks"]["socket"]["internal"] is True
+    assert set(config["services"]["socket-proxy"]["networks"]) == {"socket"}
