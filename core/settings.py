@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     postgres_user: str = "app"
     postgres_password: SecretStr = SecretStr("app")
     postgres_db: str = "app"
+    # The least-privileged role the api and the worker connect as. Only the migrate process uses
+    # these two fields, to create or alter that role; the api and the worker connect with
+    # POSTGRES_USER and POSTGRES_PASSWORD as any process does (compose sets them to this role).
+    postgres_app_user: str = "app_rw"
+    postgres_app_password: SecretStr = SecretStr("app_rw")
     # Overflow connections are closed as soon as they are returned: under steady load above the
     # pool size each request would open (and authenticate) a new one. So the budget is all pool.
     db_pool_size: int = Field(10, ge=1, le=100)

@@ -22,6 +22,8 @@ ALL_ENV = [
     "JWT_SECRET",
     "FORWARDED_ALLOW_IPS",
     "POSTGRES_PASSWORD",
+    "POSTGRES_APP_USER",
+    "POSTGRES_APP_PASSWORD",
     "CELERY_BROKER_URL",
     "JOB_HEARTBEAT_SECONDS",
     "JOB_LEASE_SECONDS",
@@ -143,6 +145,24 @@ def test_secrets_are_not_in_repr(monkeypatch):
 def test_password_with_special_characters_is_quoted(monkeypatch):
     monkeypatch.setenv("POSTGRES_PASSWORD", "p@ss/w:rd")
     assert "p%40ss%2Fw%3Ard@" in Settings().database_url
+
+
+def test_the_app_role_has_development_defaults_and_is_set_from_the_environment(monkeypatch):
+    settings = Settings()
+    assert settings.postgres_app_user == "app_rw"
+    assert settings.postgres_app_password.get_secret_value() == "app_rw"
+    monkeypatch.setenv("POSTGRES_APP_USER", "svc")
+    monkeypatch.setenv("POSTGRES_APP_PASSWORD", "svc-password")
+    settings = Settings()
+    assert settings.postgres_app_user == "svc"
+    assert settings.postgres_app_password.get_secret_value() == "svc-password"
+
+
+def test_the_app_role_is_not_what_a_process_connects_as(monkeypatch):
+    """The api and the worker connect with POSTGRES_USER/PASSWORD; the app role's fields are the
+    migrate process's, which creates the role."""
+    monkeypatch.setenv("POSTGRES_APP_PASSWORD", "svc-password")
+    assert Settings().database_url == "postgresql+asyncpg://app:app@localhost:5432/app"
 
 
 def test_broker_is_the_next_redis_database(monkeypatch):
