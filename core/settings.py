@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from typing import Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -54,8 +54,11 @@ class Settings(BaseSettings):
     db_pool_timeout: float = Field(10.0, gt=0)
     db_statement_timeout_ms: int = Field(15_000, ge=0)
 
-    # Redis: cache and Celery broker (separate logical databases).
+    # Redis: cache and Celery broker (separate logical databases). REDIS_URL has no password:
+    # REDIS_PASSWORD is put into it (redis_connection_url). A password in REDIS_URL still works,
+    # with REDIS_PASSWORD unset, hence SecretStr.
     redis_url: SecretStr = SecretStr("redis://localhost:6379/0")
+    redis_password: SecretStr | None = None
     celery_broker_url: SecretStr | None = None
     redis_socket_timeout: float = Field(0.5, gt=0)
     cache_ttl_seconds: int = Field(300, ge=1)
@@ -120,6 +123,11 @@ class Settings(BaseSettings):
                 "FORWARDED_ALLOW_IPS='*' trusts X-Forwarded-* from anyone; "
                 "set the proxy's address or subnet"
             )
+        if self.redis_password is not None and self._redis_url_has_password():
+            raise ValueError(
+                "REDIS_URL carries a password and REDIS_PASSWORD is set too: "
+                "take the password out of REDIS_URL"
+            )
         if self.environment == "production" and self.jwt_secret.get_secret_value() in (
             DEV_JWT_SECRET,
             "",
@@ -143,6 +151,10 @@ class Settings(BaseSettings):
             )
         return self
 
+    def _redis_url_has_password(self) -> bool:
+        """REDIS_URL as it was before REDIS_PASSWORD: with the password in it."""
+        return bool(urlsplit(self.redis_url.get_secret_value()).password)
+
     def _postgres_url(self, driver: str) -> str:
         user = quote(self.postgres_user, safe="")
         password = quote(self.postgres_password.get_secret_value(), safe="")
@@ -162,12 +174,28 @@ class Settings(BaseSettings):
         return self._postgres_url("psycopg")
 
     @property
+    def redis_connection_url(self) -> str:
+        """REDIS_URL with REDIS_PASSWORD in it, URL-quoted: what the cache connects to."""
+        url = self.redis_url.get_secret_value()
+        if self.redis_password is None:
+            return url
+        parts = urlsplit(url)
+        # A user name (Redis ACLs) is kept; a password in REDIS_URL as well was refused.
+        user, _, host = parts.netloc.rpartition("@")
+        password = quote(self.redis_password.get_secret_value(), safe="")
+        return urlunsplit(parts._replace(netloc=f"{user}:{password}@{host}"))
+
+    @property
     def broker_url(self) -> str:
         if self.celery_broker_url is not None:
             return self.celery_broker_url.get_secret_value()
         # Same server as the cache, next logical database: FLUSHDB on the cache keeps the queue.
-        base, _, db = self.redis_url.get_secret_value().rpartition("/")
-        return f"{base}/{int(db) + 1}" if db.isdigit() else self.redis_url.get_secret_value()
+        url = self.redis_connection_url
+        parts = urlsplit(url)
+        database = parts.path.removeprefix("/")
+        if not database.isdigit():
+            return url
+        return urlunsplit(parts._replace(path=f"/{int(database) + 1}"))
 
     @property
     def gunicorn_workers(self) -> int:

@@ -24,6 +24,7 @@ ALL_ENV = [
     "POSTGRES_PASSWORD",
     "POSTGRES_APP_USER",
     "POSTGRES_APP_PASSWORD",
+    "REDIS_PASSWORD",
     "CELERY_BROKER_URL",
     "JOB_HEARTBEAT_SECONDS",
     "JOB_LEASE_SECONDS",
@@ -136,10 +137,18 @@ def test_job_lease_times_must_be_positive(monkeypatch, name):
 
 def test_secrets_are_not_in_repr(monkeypatch):
     monkeypatch.setenv("POSTGRES_PASSWORD", "hunter2-db")
+    monkeypatch.setenv("POSTGRES_APP_PASSWORD", "hunter2-app")
+    monkeypatch.setenv("REDIS_PASSWORD", "hunter2-redis")
     monkeypatch.setenv("JWT_SECRET", "hunter2-jwt")
-    monkeypatch.setenv("REDIS_URL", "redis://:hunter2-redis@redis:6379/0")
-    text = repr(Settings()) + str(Settings().model_dump())
+    monkeypatch.setenv("CELERY_BROKER_URL", "redis://:hunter2-broker@redis:6379/1")
+    settings = Settings()
+    text = repr(settings) + str(settings) + str(settings.model_dump())
     assert "hunter2" not in text
+
+
+def test_a_password_in_redis_url_is_not_in_repr(monkeypatch):
+    monkeypatch.setenv("REDIS_URL", "redis://:hunter2-redis@redis:6379/0")
+    assert "hunter2" not in repr(Settings()) + str(Settings().model_dump())
 
 
 def test_password_with_special_characters_is_quoted(monkeypatch):
@@ -166,10 +175,18 @@ def test_the_app_role_is_not_what_a_process_connects_as(monkeypatch):
 
 
 def test_broker_is_the_next_redis_database(monkeypatch):
-    monkeypatch.setenv("REDIS_URL", "redis://:pw@redis:6379/0")
-    assert Settings().broker_url == "redis://:pw@redis:6379/1"
+    monkeypatch.setenv("REDIS_URL", "redis://redis:6379/0")
+    assert Settings().broker_url == "redis://redis:6379/1"
     monkeypatch.setenv("CELERY_BROKER_URL", "redis://other:6379/5")
     assert Settings().broker_url == "redis://other:6379/5"
+
+
+def test_a_password_in_redis_url_still_works(monkeypatch):
+    """REDIS_URL as it was before REDIS_PASSWORD existed."""
+    monkeypatch.setenv("REDIS_URL", "redis://:pw@redis:6379/0")
+    settings = Settings()
+    assert settings.redis_connection_url == "redis://:pw@redis:6379/0"
+    assert settings.broker_url == "redis://:pw@redis:6379/1"
 
 
 def test_usable_cpus_is_at_least_one():
@@ -182,3 +199,65 @@ def test_empty_variables_mean_the_default(monkeypatch):
     s = Settings()
     assert s.jwt_secret.get_secret_value() == DEV_JWT_SECRET
     assert s.web_concurrency is None
+
+
+# --- Redis password -------------------------------------------------------------------------------
+
+
+def test_without_a_password_the_redis_connection_url_is_redis_url(monkeypatch):
+    monkeypatch.setenv("REDIS_URL", "redis://redis:6379/0")
+    assert Settings().redis_connection_url == "redis://redis:6379/0"
+
+
+def test_redis_password_is_put_into_the_url_quoted(monkeypatch):
+    from kombu.utils.url import url_to_parts
+    from redis.connection import parse_url
+
+    monkeypatch.setenv("REDIS_URL", "redis://redis:6379/0")
+    monkeypatch.setenv("REDIS_PASSWORD", "p@ss/w:rd")
+    settings = Settings()
+    assert settings.redis_connection_url == "redis://:p%40ss%2Fw%3Ard@redis:6379/0"
+    assert settings.broker_url == "redis://:p%40ss%2Fw%3Ard@redis:6379/1"
+    # What the clients read back is the password itself.
+    assert parse_url(settings.redis_connection_url)["password"] == "p@ss/w:rd"
+    assert url_to_parts(settings.broker_url).password == "p@ss/w:rd"
+
+
+def test_redis_password_keeps_a_user_name_and_the_query(monkeypatch):
+    monkeypatch.setenv("REDIS_URL", "rediss://default@redis:6380/2?ssl_cert_reqs=required")
+    monkeypatch.setenv("REDIS_PASSWORD", "pw")
+    settings = Settings()
+    assert (
+        settings.redis_connection_url == "rediss://default:pw@redis:6380/2?ssl_cert_reqs=required"
+    )
+    assert settings.broker_url == "rediss://default:pw@redis:6380/3?ssl_cert_reqs=required"
+
+
+def test_the_broker_url_given_wins_over_redis_password(monkeypatch):
+    monkeypatch.setenv("REDIS_PASSWORD", "pw")
+    monkeypatch.setenv("CELERY_BROKER_URL", "redis://:other@other:6379/5")
+    assert Settings().broker_url == "redis://:other@other:6379/5"
+
+
+def test_a_password_in_redis_url_and_redis_password_is_refused(monkeypatch):
+    monkeypatch.setenv("REDIS_URL", "redis://:hunter2-url@redis:6379/0")
+    monkeypatch.setenv("REDIS_PASSWORD", "hunter2-variable")
+    with pytest.raises(ValidationError, match="REDIS_URL carries a password and REDIS_PASSWORD"):
+        Settings()
+
+
+def test_the_api_and_its_job_client_connect_with_the_redis_password(monkeypatch):
+    """The wiring, without a server: the clients are built in the lifespan and connect lazily."""
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+
+    settings = Settings(redis_url="redis://redis:6379/0", redis_password="p@ss/w:rd")
+    app = create_app(settings)
+    with TestClient(app):
+        assert app.state.redis.connection_pool.connection_kwargs["password"] == "p@ss/w:rd"
+        connection = app.state.job_queue.connection_for_write()
+        try:
+            assert (connection.password, connection.virtual_host) == ("p@ss/w:rd", "1")
+        finally:
+            connection.release()
