@@ -1,28 +1,109 @@
-"""Every setting of the api, the worker and the migrations, read from environment variables.
+"""Every setting of the api, the worker and the migrations, read from environment variables, and
+for secrets from the files they name.
 
 The defaults run the kit on a laptop with no `.env`; production overrides them (compose.prod.yaml
 refuses to start without the secrets). This is the only module of the kit that reads the
 environment. Names say which process a setting configures: GUNICORN_* the api's server, CELERY_*
 the worker; a few keep the names platforms set (PORT, WEB_CONCURRENCY, FORWARDED_ALLOW_IPS).
+
+Each secret (POSTGRES_PASSWORD, POSTGRES_APP_PASSWORD, REDIS_PASSWORD, JWT_SECRET) is given either
+as itself or as <NAME>_FILE, the path of a file holding it: the official postgres image's
+convention, and how Compose hands secrets over (/run/secrets/<name>). A secret in a file is not in
+the container's environment, which `docker inspect` and any process dump show to whoever can see
+them. Secrets stay SecretStr, so no repr or log line prints one.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from functools import lru_cache
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from core.cpus import usable_cpus
 
 DEV_JWT_SECRET = "dev-only-insecure-jwt-secret-change-me"  # noqa: S105 - a development default
+# The fields that may be given as <NAME>_FILE.
+SECRET_FIELDS = ("postgres_password", "postgres_app_password", "redis_password", "jwt_secret")
 
 
 def _renamed(name: str) -> AliasChoices:
     """GUNICORN_<NAME> first, then the old unprefixed <NAME>."""
     return AliasChoices(f"gunicorn_{name}", name)
+
+
+def _strip_one_newline(text: str) -> str:
+    """`echo secret > file` and editors end a file with a newline that is not part of the secret;
+    anything more (spaces, a second newline) might be, so it is kept."""
+    for newline in ("\r\n", "\n"):
+        if text.endswith(newline):
+            return text[: -len(newline)]
+    return text
+
+
+class SecretFilesSource(PydanticBaseSettingsSource):
+    """<NAME>_FILE for each of SECRET_FIELDS: the value is the content of the file it names.
+
+    Errors name the variables and the path, never the content. All of them are raised together.
+    """
+
+    def __init__(
+        self, settings_cls: type[BaseSettings], environ: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(settings_cls)
+        self._environ = os.environ if environ is None else environ
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        # Unused: __call__ reads every secret at once, so that all problems are reported together.
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        # As the settings read the environment: names in any case, an empty variable unset.
+        environ = {name.upper(): value for name, value in self._environ.items() if value}
+        values: dict[str, Any] = {}
+        problems: list[str] = []
+        for field_name in SECRET_FIELDS:
+            variable = field_name.upper()
+            file_variable = f"{variable}_FILE"
+            path = environ.get(file_variable)
+            if path is None:
+                continue
+            if variable in environ:
+                problems.append(f"{variable} and {file_variable} are both set: unset one of them")
+                continue
+            try:
+                # Bytes, then decoded: text mode would turn a "\r" inside the secret into "\n".
+                content = _strip_one_newline(Path(path).read_bytes().decode("utf-8"))
+            except OSError as exc:
+                problems.append(
+                    f"{file_variable}={path}: cannot read the file "
+                    f"({exc.strerror or type(exc).__name__})"
+                )
+                continue
+            except UnicodeDecodeError:
+                # Its message would quote a byte of the secret.
+                problems.append(f"{file_variable}={path}: the file is not UTF-8 text")
+                continue
+            if not content:
+                problems.append(f"{file_variable}={path}: the file is empty")
+                continue
+            # SecretStr already: pydantic-settings' debug log (PYDANTIC_SETTINGS_DEBUG) prints what
+            # each source found.
+            values[field_name] = SecretStr(content)
+        if problems:
+            raise SettingsError("secret files refused:\n" + "\n".join(f"- {p}" for p in problems))
+        return values
 
 
 class Settings(BaseSettings):
@@ -115,6 +196,25 @@ class Settings(BaseSettings):
     # Runs of one job (its first and every run after a lost worker) before it is marked failed:
     # a job that kills its worker every time must not be handed out forever.
     job_max_attempts: int = Field(3, ge=1)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Arguments (tests, `Settings(jwt_secret=...)`) still win; a secret set both as a variable
+        # and as a file is refused by SecretFilesSource, so its place against env is moot.
+        return (
+            init_settings,
+            SecretFilesSource(settings_cls),
+            env_settings,
+            dotenv_settings,
+            file_secret_settings,
+        )
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -2,41 +2,32 @@
 
 from __future__ import annotations
 
+import os
+import re
+
 import pytest
-from pydantic import ValidationError
+from pydantic import AliasChoices, ValidationError
 
 from core import cpus
-from core.settings import DEV_JWT_SECRET, Settings
+from core.settings import DEV_JWT_SECRET, SECRET_FIELDS, Settings
 
-ALL_ENV = [
-    "ENVIRONMENT",
-    "POSTGRES_HOST",
-    "POSTGRES_PORT",
-    "REDIS_URL",
-    "CELERY_TASK_TIME_LIMIT",
-    "CELERY_VISIBILITY_TIMEOUT",
-    "WEB_CONCURRENCY",
-    "CELERY_CONCURRENCY",
-    "BIND",
-    "PORT",
-    "JWT_SECRET",
-    "FORWARDED_ALLOW_IPS",
-    "POSTGRES_PASSWORD",
-    "POSTGRES_APP_USER",
-    "POSTGRES_APP_PASSWORD",
-    "REDIS_PASSWORD",
-    "CELERY_BROKER_URL",
-    "JOB_HEARTBEAT_SECONDS",
-    "JOB_LEASE_SECONDS",
-    "JOB_REAP_INTERVAL_SECONDS",
-    "JOB_MAX_ATTEMPTS",
-]
+
+def _variables_the_settings_read() -> set[str]:
+    names = {f"{field.upper()}_FILE" for field in SECRET_FIELDS}
+    for name, field in Settings.model_fields.items():
+        names.add(name.upper())
+        if isinstance(field.validation_alias, AliasChoices):
+            names.update(str(choice).upper() for choice in field.validation_alias.choices)
+    return names
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
-    for name in ALL_ENV:
-        monkeypatch.delenv(name, raising=False)
+    """None of the test process's settings (tests/conftest.py sets some), in any case."""
+    read = _variables_the_settings_read()
+    for name in list(os.environ):
+        if name.upper() in read:
+            monkeypatch.delenv(name)
 
 
 def test_defaults_need_no_environment():
@@ -199,6 +190,128 @@ def test_empty_variables_mean_the_default(monkeypatch):
     s = Settings()
     assert s.jwt_secret.get_secret_value() == DEV_JWT_SECRET
     assert s.web_concurrency is None
+
+
+# --- Secrets from files (<NAME>_FILE) -------------------------------------------------------------
+
+
+def _secret_file(tmp_path, content: bytes | str, name: str = "secret"):
+    path = tmp_path / name
+    if isinstance(content, str):
+        content = content.encode()
+    path.write_bytes(content)
+    return path
+
+
+@pytest.mark.parametrize("field", SECRET_FIELDS)
+def test_each_secret_can_be_read_from_the_file_its_file_variable_names(
+    monkeypatch, tmp_path, field
+):
+    path = _secret_file(tmp_path, "from-a-file-0123456789\n")
+    monkeypatch.setenv(f"{field.upper()}_FILE", str(path))
+    assert getattr(Settings(), field).get_secret_value() == "from-a-file-0123456789"
+
+
+@pytest.mark.parametrize(
+    ("content", "secret"),
+    [
+        ("s3cret", "s3cret"),
+        ("s3cret\n", "s3cret"),
+        ("s3cret\r\n", "s3cret"),
+        # One newline only: anything more may be part of the secret.
+        ("s3cret\n\n", "s3cret\n"),
+        ("s3cret\r\n\r\n", "s3cret\r\n"),
+        (" s3cret \n", " s3cret "),
+        ("s3\rcret\n", "s3\rcret"),
+    ],
+)
+def test_a_secret_file_loses_one_trailing_newline_and_nothing_else(
+    monkeypatch, tmp_path, content, secret
+):
+    monkeypatch.setenv("JWT_SECRET_FILE", str(_secret_file(tmp_path, content)))
+    assert Settings().jwt_secret.get_secret_value() == secret
+
+
+def test_file_variables_are_read_in_any_case(monkeypatch, tmp_path):
+    monkeypatch.setenv("jwt_secret_file", str(_secret_file(tmp_path, "lower-case-name")))
+    assert Settings().jwt_secret.get_secret_value() == "lower-case-name"
+
+
+def test_an_empty_file_variable_means_unset(monkeypatch):
+    monkeypatch.setenv("JWT_SECRET_FILE", "")
+    assert Settings().jwt_secret.get_secret_value() == DEV_JWT_SECRET
+
+
+@pytest.mark.parametrize("field", SECRET_FIELDS)
+def test_a_secret_set_both_ways_is_refused_naming_both(monkeypatch, tmp_path, field):
+    variable = field.upper()
+    monkeypatch.setenv(variable, "hunter2-variable")
+    monkeypatch.setenv(f"{variable}_FILE", str(_secret_file(tmp_path, "hunter2-file")))
+    with pytest.raises(ValueError, match=f"{variable} and {variable}_FILE are both set") as error:
+        Settings()
+    assert "hunter2" not in str(error.value)
+
+
+@pytest.mark.parametrize("unreadable", ["missing", "a-directory"])
+def test_an_unreadable_secret_file_is_refused_naming_the_variable_and_the_path(
+    monkeypatch, tmp_path, unreadable
+):
+    path = tmp_path / unreadable
+    if unreadable == "a-directory":
+        path.mkdir()
+    monkeypatch.setenv("REDIS_PASSWORD_FILE", str(path))
+    with pytest.raises(
+        ValueError, match=re.escape(f"REDIS_PASSWORD_FILE={path}: cannot read the file")
+    ):
+        Settings()
+
+
+def test_a_secret_file_that_is_not_text_is_refused_without_quoting_it(monkeypatch, tmp_path):
+    # UnicodeDecodeError's own message would quote the byte it cannot decode.
+    path = _secret_file(tmp_path, b"hunter2-\xff\xfe")
+    monkeypatch.setenv("POSTGRES_PASSWORD_FILE", str(path))
+    with pytest.raises(ValueError, match=r"POSTGRES_PASSWORD_FILE=.*not UTF-8") as error:
+        Settings()
+    assert "hunter2" not in str(error.value)
+    assert "xff" not in str(error.value)
+
+
+@pytest.mark.parametrize("content", ["", "\n", "\r\n"])
+def test_an_empty_secret_file_is_refused_naming_it(monkeypatch, tmp_path, content):
+    path = _secret_file(tmp_path, content)
+    monkeypatch.setenv("JWT_SECRET_FILE", str(path))
+    with pytest.raises(ValueError, match=re.escape(f"JWT_SECRET_FILE={path}: the file is empty")):
+        Settings()
+
+
+def test_every_secret_file_problem_is_reported_at_once(monkeypatch, tmp_path):
+    monkeypatch.setenv("POSTGRES_PASSWORD_FILE", str(tmp_path / "missing"))
+    monkeypatch.setenv("POSTGRES_APP_PASSWORD_FILE", str(_secret_file(tmp_path, "")))
+    monkeypatch.setenv("JWT_SECRET", "hunter2-variable")
+    monkeypatch.setenv("JWT_SECRET_FILE", str(_secret_file(tmp_path, "hunter2", "jwt")))
+    with pytest.raises(ValueError) as error:
+        Settings()
+    message = str(error.value)
+    for named in ("POSTGRES_PASSWORD_FILE=", "POSTGRES_APP_PASSWORD_FILE=", "JWT_SECRET_FILE"):
+        assert named in message
+    assert "hunter2" not in message
+
+
+def test_an_argument_wins_over_a_secret_file(monkeypatch, tmp_path):
+    """Code that builds its own Settings (the tests) is not overridden by the environment."""
+    monkeypatch.setenv("JWT_SECRET_FILE", str(_secret_file(tmp_path, "from-the-file")))
+    assert Settings(jwt_secret="from-the-argument").jwt_secret.get_secret_value() == (
+        "from-the-argument"
+    )
+
+
+def test_a_secret_from_a_file_is_not_in_repr(monkeypatch, tmp_path):
+    monkeypatch.setenv("POSTGRES_PASSWORD_FILE", str(_secret_file(tmp_path, "hunter2-db", "db")))
+    monkeypatch.setenv("REDIS_PASSWORD_FILE", str(_secret_file(tmp_path, "hunter2-redis", "r")))
+    monkeypatch.setenv("JWT_SECRET_FILE", str(_secret_file(tmp_path, "hunter2-jwt", "jwt")))
+    settings = Settings()
+    assert "hunter2" not in repr(settings) + str(settings) + str(settings.model_dump())
+    assert "hunter2-db" in settings.database_url
 
 
 # --- Redis password -------------------------------------------------------------------------------
