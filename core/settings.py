@@ -1,20 +1,23 @@
 """Every setting of the api, the worker and the migrations, read from environment variables, and
 for secrets from the files they name.
 
-The defaults run the kit on a laptop with no `.env`; production overrides them (compose.prod.yaml
-refuses to start without the secrets). This is the only module of the kit that reads the
-environment. Names say which process a setting configures: GUNICORN_* the api's server, CELERY_*
-the worker; a few keep the names platforms set (PORT, WEB_CONCURRENCY, FORWARDED_ALLOW_IPS).
+The defaults run the kit on a laptop with no `.env`. Production overrides them and is refused
+(ENVIRONMENT=production) while any stays weak: one error lists every problem, each naming its
+variable and the fix, so an operator fixes them all in one go. This is the only module of the kit
+that reads the environment. Names say which process a setting configures: GUNICORN_* the api's
+server, CELERY_* the worker; a few keep the names platforms set (PORT, WEB_CONCURRENCY,
+FORWARDED_ALLOW_IPS).
 
 Each secret (POSTGRES_PASSWORD, POSTGRES_APP_PASSWORD, REDIS_PASSWORD, JWT_SECRET) is given either
 as itself or as <NAME>_FILE, the path of a file holding it: the official postgres image's
 convention, and how Compose hands secrets over (/run/secrets/<name>). A secret in a file is not in
 the container's environment, which `docker inspect` and any process dump show to whoever can see
-them. Secrets stay SecretStr, so no repr or log line prints one.
+them. Secrets stay SecretStr, so no repr, log line or validation error prints one.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from functools import lru_cache
@@ -34,6 +37,12 @@ from pydantic_settings import (
 from core.cpus import usable_cpus
 
 DEV_JWT_SECRET = "dev-only-insecure-jwt-secret-change-me"  # noqa: S105 - a development default
+DEV_POSTGRES_PASSWORD = "app"  # noqa: S105 - a development default
+DEV_POSTGRES_APP_PASSWORD = "app_rw"  # noqa: S105 - a development default
+# Development defaults production refuses for any password: the kit's own defaults are public.
+DEV_PASSWORDS = frozenset({DEV_POSTGRES_PASSWORD, DEV_POSTGRES_APP_PASSWORD})
+# RFC 7518 section 3.2: an HMAC key at least as long as the hash's output (PyJWT warns below it).
+JWT_SECRET_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 # The fields that may be given as <NAME>_FILE.
 SECRET_FIELDS = ("postgres_password", "postgres_app_password", "redis_password", "jwt_secret")
 
@@ -106,11 +115,26 @@ class SecretFilesSource(PydanticBaseSettingsSource):
         return values
 
 
+def _is_wildcard(trusted: str) -> bool:
+    """'*', or a network of every address (0.0.0.0/0, ::/0, written any way)."""
+    if trusted == "*":
+        return True
+    try:
+        return ipaddress.ip_network(trusted, strict=False).prefixlen == 0
+    except ValueError:
+        return False
+
+
 class Settings(BaseSettings):
     # An empty variable (`JWT_SECRET=` copied from .env.example) means "use the default", never
-    # an empty secret.
+    # an empty secret. hide_input_in_errors: a validation error would otherwise print the values
+    # read, the secrets among them, as plain strings.
     model_config = SettingsConfigDict(
-        case_sensitive=False, extra="ignore", env_ignore_empty=True, populate_by_name=True
+        case_sensitive=False,
+        extra="ignore",
+        env_ignore_empty=True,
+        populate_by_name=True,
+        hide_input_in_errors=True,
     )
 
     environment: Literal["development", "production", "test"] = "development"
@@ -120,14 +144,15 @@ class Settings(BaseSettings):
     # PostgreSQL: the same variables configure the db container, so each fact is set once.
     postgres_host: str = "localhost"
     postgres_port: int = 5432
+    # The role a process connects as: compose gives the api and the worker the app role below.
     postgres_user: str = "app"
-    postgres_password: SecretStr = SecretStr("app")
+    postgres_password: SecretStr = SecretStr(DEV_POSTGRES_PASSWORD)
     postgres_db: str = "app"
     # The least-privileged role the api and the worker connect as. Only the migrate process uses
     # these two fields, to create or alter that role; the api and the worker connect with
     # POSTGRES_USER and POSTGRES_PASSWORD as any process does (compose sets them to this role).
     postgres_app_user: str = "app_rw"
-    postgres_app_password: SecretStr = SecretStr("app_rw")
+    postgres_app_password: SecretStr = SecretStr(DEV_POSTGRES_APP_PASSWORD)
     # Overflow connections are closed as soon as they are returned: under steady load above the
     # pool size each request would open (and authenticate) a new one. So the budget is all pool.
     db_pool_size: int = Field(10, ge=1, le=100)
@@ -217,39 +242,80 @@ class Settings(BaseSettings):
         )
 
     @model_validator(mode="after")
-    def _check(self) -> Settings:
-        if self.forwarded_allow_ips.strip() == "*":
-            raise ValueError(
-                "FORWARDED_ALLOW_IPS='*' trusts X-Forwarded-* from anyone; "
-                "set the proxy's address or subnet"
-            )
+    def _refuse_unsafe_settings(self) -> Settings:
+        problems = self._inconsistencies()
+        if self.environment == "production":
+            problems += self._weaknesses_in_production()
+        if problems:
+            raise ValueError("settings refused:\n" + "\n".join(f"- {p}" for p in problems))
+        return self
+
+    def _inconsistencies(self) -> list[str]:
+        """Refused in every environment."""
+        problems = [
+            f"FORWARDED_ALLOW_IPS={trusted!r} trusts X-Forwarded-* from anyone; "
+            "set the proxy's address or subnet"
+            for trusted in (t.strip() for t in self.forwarded_allow_ips.split(","))
+            if _is_wildcard(trusted)
+        ]
         if self.redis_password is not None and self._redis_url_has_password():
-            raise ValueError(
+            problems.append(
                 "REDIS_URL carries a password and REDIS_PASSWORD is set too: "
                 "take the password out of REDIS_URL"
             )
-        if self.environment == "production" and self.jwt_secret.get_secret_value() in (
-            DEV_JWT_SECRET,
-            "",
-        ):
-            raise ValueError("JWT_SECRET must be set to a real secret in production")
         if self.gunicorn_drain_seconds >= self.gunicorn_graceful_timeout:
-            raise ValueError(
+            problems.append(
                 "GUNICORN_DRAIN_SECONDS must be below GUNICORN_GRACEFUL_TIMEOUT, "
                 "or in-flight requests are killed before they finish"
             )
         if self.celery_redelivery_timeout <= self.celery_task_time_limit:
-            raise ValueError(
+            problems.append(
                 "CELERY_VISIBILITY_TIMEOUT must exceed CELERY_TASK_TIME_LIMIT, "
                 "or running jobs are delivered twice"
             )
         if self.job_lease_seconds <= 2 * self.job_heartbeat_seconds:
-            raise ValueError(
+            problems.append(
                 "JOB_LEASE_SECONDS must exceed twice JOB_HEARTBEAT_SECONDS "
                 f"({self.job_lease_seconds:g} <= 2 x {self.job_heartbeat_seconds:g}), or a "
                 "heartbeat that is merely late gets a running job taken over by another worker"
             )
-        return self
+        return problems
+
+    def _weaknesses_in_production(self) -> list[str]:
+        """Fine on a laptop, refused in production. Each message says how to fix it."""
+        problems: list[str] = []
+        jwt_secret = self.jwt_secret.get_secret_value()
+        min_bytes = JWT_SECRET_MIN_BYTES[self.jwt_algorithm]
+        if jwt_secret == DEV_JWT_SECRET:
+            problems.append(
+                "JWT_SECRET is the development default: set JWT_SECRET_FILE to a file holding "
+                "a new one (openssl rand -hex 32)"
+            )
+        elif len(jwt_secret.encode()) < min_bytes:
+            problems.append(
+                f"JWT_SECRET is shorter than {min_bytes} bytes, the least {self.jwt_algorithm} "
+                "needs: set JWT_SECRET_FILE to a file holding a new one (openssl rand -hex 32)"
+            )
+        if self.redis_password is None:
+            # Even with a password in REDIS_URL: REDIS_URL cannot be a file, REDIS_PASSWORD can.
+            move_it = ", and take the password out of REDIS_URL"
+            problems.append(
+                "REDIS_PASSWORD is not set: Redis would take commands from anyone who reaches it; "
+                "set REDIS_PASSWORD_FILE to a file holding one (openssl rand -hex 24)"
+                + (move_it if self._redis_url_has_password() else "")
+            )
+        passwords = {
+            "POSTGRES_PASSWORD": self.postgres_password,
+            "POSTGRES_APP_PASSWORD": self.postgres_app_password,
+            "REDIS_PASSWORD": self.redis_password,
+        }
+        problems += [
+            f"{variable} is a development default ('app' or 'app_rw'): set {variable}_FILE "
+            "to a file holding a new one (openssl rand -hex 24)"
+            for variable, password in passwords.items()
+            if password is not None and password.get_secret_value() in DEV_PASSWORDS
+        ]
+        return problems
 
     def _redis_url_has_password(self) -> bool:
         """REDIS_URL as it was before REDIS_PASSWORD: with the password in it."""

@@ -56,8 +56,14 @@ def test_worker_counts_from_environment(monkeypatch):
     ("name", "value", "named_in_error"),
     [
         ("WEB_CONCURRENCY", "0", "web_concurrency"),
-        # '*' would trust X-Forwarded-* from anyone
+        # Each would trust X-Forwarded-* from anyone.
         ("FORWARDED_ALLOW_IPS", "*", "FORWARDED_ALLOW_IPS"),
+        ("FORWARDED_ALLOW_IPS", "0.0.0.0/0", "FORWARDED_ALLOW_IPS"),
+        ("FORWARDED_ALLOW_IPS", "::/0", "FORWARDED_ALLOW_IPS"),
+        ("FORWARDED_ALLOW_IPS", "::0/0", "FORWARDED_ALLOW_IPS"),
+        ("FORWARDED_ALLOW_IPS", " 0.0.0.0/0 ", "FORWARDED_ALLOW_IPS"),
+        ("FORWARDED_ALLOW_IPS", "172.30.250.0/24,*", "FORWARDED_ALLOW_IPS"),
+        ("FORWARDED_ALLOW_IPS", "127.0.0.1, ::/0", "FORWARDED_ALLOW_IPS"),
     ],
 )
 def test_unsafe_values_refused(monkeypatch, name, value, named_in_error):
@@ -66,19 +72,17 @@ def test_unsafe_values_refused(monkeypatch, name, value, named_in_error):
         Settings()
 
 
+@pytest.mark.parametrize("trusted", ["127.0.0.1", "172.30.250.0/24", "10.0.0.0/8,127.0.0.1", "::1"])
+def test_a_proxy_address_or_subnet_is_trusted(monkeypatch, trusted):
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", trusted)
+    assert Settings().forwarded_allow_ips == trusted
+
+
 def test_port_sets_bind_and_bind_wins(monkeypatch):
     monkeypatch.setenv("PORT", "9123")
     assert Settings().bind_address == "0.0.0.0:9123"
     monkeypatch.setenv("BIND", "127.0.0.1:7000")
     assert Settings().bind_address == "127.0.0.1:7000"
-
-
-def test_production_refuses_the_development_jwt_secret(monkeypatch):
-    monkeypatch.setenv("ENVIRONMENT", "production")
-    with pytest.raises(ValidationError, match="JWT_SECRET"):
-        Settings()
-    monkeypatch.setenv("JWT_SECRET", "a-real-secret-of-some-length")
-    assert Settings().jwt_secret.get_secret_value() != DEV_JWT_SECRET
 
 
 def test_visibility_timeout_must_exceed_time_limit(monkeypatch):
@@ -374,3 +378,124 @@ def test_the_api_and_its_job_client_connect_with_the_redis_password(monkeypatch)
             assert (connection.password, connection.virtual_host) == ("p@ss/w:rd", "1")
         finally:
             connection.release()
+
+
+# --- Production refuses weak settings -------------------------------------------------------------
+
+STRONG_PRODUCTION = {
+    "ENVIRONMENT": "production",
+    "JWT_SECRET": "0123456789abcdef" * 4,
+    "POSTGRES_PASSWORD": "a-strong-database-password",
+    "POSTGRES_APP_PASSWORD": "a-strong-app-role-password",
+    "REDIS_PASSWORD": "a-strong-redis-password",
+}
+
+
+@pytest.fixture
+def production(monkeypatch):
+    for name, value in STRONG_PRODUCTION.items():
+        monkeypatch.setenv(name, value)
+
+
+def _refusal(monkeypatch, **variables: str | None) -> str:
+    """The one error raised with these variables changed (None: unset)."""
+    for name, value in variables.items():
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError) as error:
+        Settings()
+    assert len(error.value.errors()) == 1, "one error, listing every problem"
+    return str(error.value)
+
+
+def test_production_accepts_strong_settings(production):
+    assert Settings().environment == "production"
+
+
+def test_production_accepts_secrets_from_files(production, monkeypatch, tmp_path):
+    for field in SECRET_FIELDS:
+        variable = field.upper()
+        monkeypatch.delenv(variable)
+        path = _secret_file(tmp_path, STRONG_PRODUCTION[variable] + "\n", field)
+        monkeypatch.setenv(f"{variable}_FILE", str(path))
+    assert Settings().jwt_secret.get_secret_value() == STRONG_PRODUCTION["JWT_SECRET"]
+
+
+@pytest.mark.parametrize(
+    ("variables", "expected"),
+    [
+        ({"JWT_SECRET": None}, "JWT_SECRET is the development default"),
+        ({"JWT_SECRET": DEV_JWT_SECRET}, "JWT_SECRET is the development default"),
+        ({"JWT_SECRET": "x" * 31}, "JWT_SECRET is shorter than 32 bytes"),
+        # RFC 7518: at least the hash's length.
+        ({"JWT_SECRET": "x" * 63, "JWT_ALGORITHM": "HS512"}, "shorter than 64 bytes"),
+        ({"POSTGRES_PASSWORD": None}, "POSTGRES_PASSWORD is a development default"),
+        ({"POSTGRES_PASSWORD": "app"}, "POSTGRES_PASSWORD is a development default"),
+        ({"POSTGRES_PASSWORD": "app_rw"}, "POSTGRES_PASSWORD is a development default"),
+        ({"POSTGRES_APP_PASSWORD": None}, "POSTGRES_APP_PASSWORD is a development default"),
+        ({"POSTGRES_APP_PASSWORD": "app"}, "POSTGRES_APP_PASSWORD is a development default"),
+        ({"POSTGRES_APP_PASSWORD": "app_rw"}, "POSTGRES_APP_PASSWORD is a development default"),
+        ({"REDIS_PASSWORD": "app"}, "REDIS_PASSWORD is a development default"),
+        ({"REDIS_PASSWORD": "app_rw"}, "REDIS_PASSWORD is a development default"),
+        ({"REDIS_PASSWORD": None}, "REDIS_PASSWORD is not set"),
+        (
+            {"REDIS_PASSWORD": None, "REDIS_URL": "redis://:pw-in-url@redis:6379/0"},
+            "take the password out of REDIS_URL",
+        ),
+        ({"FORWARDED_ALLOW_IPS": "0.0.0.0/0"}, "FORWARDED_ALLOW_IPS='0.0.0.0/0'"),
+    ],
+)
+def test_production_refuses_each_weak_setting_by_name(production, monkeypatch, variables, expected):
+    message = _refusal(monkeypatch, **variables)
+    assert expected in message
+    problems = [line for line in message.splitlines() if line.startswith("- ")]
+    assert len(problems) == 1, problems
+    if "FORWARDED_ALLOW_IPS" not in expected:
+        assert "openssl rand" in problems[0], "says how to fix it"
+
+
+def test_production_counts_the_jwt_secrets_bytes_not_its_characters(production, monkeypatch):
+    monkeypatch.setenv("JWT_SECRET", "é" * 16)
+    assert len(Settings().jwt_secret.get_secret_value().encode()) == 32
+
+
+def test_production_reports_every_problem_at_once(production, monkeypatch):
+    message = _refusal(
+        monkeypatch,
+        JWT_SECRET=None,
+        POSTGRES_PASSWORD=None,
+        POSTGRES_APP_PASSWORD="app",
+        REDIS_PASSWORD=None,
+        FORWARDED_ALLOW_IPS="*",
+        CELERY_TASK_TIME_LIMIT="100",
+        CELERY_VISIBILITY_TIMEOUT="100",
+    )
+    for variable in (
+        "JWT_SECRET",
+        "POSTGRES_PASSWORD",
+        "POSTGRES_APP_PASSWORD",
+        "REDIS_PASSWORD",
+        "FORWARDED_ALLOW_IPS",
+        "CELERY_VISIBILITY_TIMEOUT",
+    ):
+        assert f"- {variable}" in message, variable
+
+
+def test_a_refusal_never_prints_a_secret(production, monkeypatch):
+    message = _refusal(
+        monkeypatch,
+        JWT_SECRET="hunter2-too-short",
+        POSTGRES_PASSWORD="hunter2-postgres",
+        REDIS_URL="redis://:hunter2-url@redis:6379/0",
+        REDIS_PASSWORD=None,
+    )
+    assert "hunter2" not in message
+
+
+def test_development_takes_the_defaults_production_refuses():
+    settings = Settings()
+    assert settings.environment == "development"
+    assert settings.jwt_secret.get_secret_value() == DEV_JWT_SECRET
+    assert settings.redis_password is None
