@@ -30,7 +30,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine = create_engine(settings)
     debts = CacheDebts(engine, ItemCache.key)
     redis = Redis.from_url(
-        settings.redis_url.get_secret_value(),
+        settings.redis_connection_url,
         socket_timeout=settings.redis_socket_timeout,
         socket_connect_timeout=settings.redis_socket_timeout,
         health_check_interval=30,

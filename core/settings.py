@@ -1,23 +1,50 @@
-"""Every setting of the api, the worker and the migrations, read from environment variables.
+"""Every setting of the api, the worker and the migrations, read from environment variables, and
+for secrets from the files they name.
 
-The defaults run the kit on a laptop with no `.env`; production overrides them (compose.prod.yaml
-refuses to start without the secrets). This is the only module of the kit that reads the
-environment. Names say which process a setting configures: GUNICORN_* the api's server, CELERY_*
-the worker; a few keep the names platforms set (PORT, WEB_CONCURRENCY, FORWARDED_ALLOW_IPS).
+The defaults run the kit on a laptop with no `.env`. Production overrides them and is refused
+(ENVIRONMENT=production) while any stays weak: one error lists every problem, each naming its
+variable and the fix, so an operator fixes them all in one go. This is the only module of the kit
+that reads the environment. Names say which process a setting configures: GUNICORN_* the api's
+server, CELERY_* the worker; a few keep the names platforms set (PORT, WEB_CONCURRENCY,
+FORWARDED_ALLOW_IPS).
+
+Each secret (POSTGRES_PASSWORD, POSTGRES_APP_PASSWORD, REDIS_PASSWORD, JWT_SECRET) is given either
+as itself or as <NAME>_FILE, the path of a file holding it: the official postgres image's
+convention, and how Compose hands secrets over (/run/secrets/<name>). A secret in a file is not in
+the container's environment, which `docker inspect` and any process dump show to whoever can see
+them. Secrets stay SecretStr, so no repr, log line or validation error prints one.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import os
+from collections.abc import Mapping
 from functools import lru_cache
-from typing import Literal
-from urllib.parse import quote
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from core.cpus import usable_cpus
 
 DEV_JWT_SECRET = "dev-only-insecure-jwt-secret-change-me"  # noqa: S105 - a development default
+DEV_POSTGRES_PASSWORD = "app"  # noqa: S105 - a development default
+DEV_POSTGRES_APP_PASSWORD = "app_rw"  # noqa: S105 - a development default
+# Development defaults production refuses for any password: the kit's own defaults are public.
+DEV_PASSWORDS = frozenset({DEV_POSTGRES_PASSWORD, DEV_POSTGRES_APP_PASSWORD})
+# RFC 7518 section 3.2: an HMAC key at least as long as the hash's output (PyJWT warns below it).
+JWT_SECRET_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+# The fields that may be given as <NAME>_FILE.
+SECRET_FIELDS = ("postgres_password", "postgres_app_password", "redis_password", "jwt_secret")
 
 
 def _renamed(name: str) -> AliasChoices:
@@ -25,11 +52,89 @@ def _renamed(name: str) -> AliasChoices:
     return AliasChoices(f"gunicorn_{name}", name)
 
 
+def _strip_one_newline(text: str) -> str:
+    """`echo secret > file` and editors end a file with a newline that is not part of the secret;
+    anything more (spaces, a second newline) might be, so it is kept."""
+    for newline in ("\r\n", "\n"):
+        if text.endswith(newline):
+            return text[: -len(newline)]
+    return text
+
+
+class SecretFilesSource(PydanticBaseSettingsSource):
+    """<NAME>_FILE for each of SECRET_FIELDS: the value is the content of the file it names.
+
+    Errors name the variables and the path, never the content. All of them are raised together.
+    """
+
+    def __init__(
+        self, settings_cls: type[BaseSettings], environ: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(settings_cls)
+        self._environ = os.environ if environ is None else environ
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        # Unused: __call__ reads every secret at once, so that all problems are reported together.
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        # As the settings read the environment: names in any case, an empty variable unset.
+        environ = {name.upper(): value for name, value in self._environ.items() if value}
+        values: dict[str, Any] = {}
+        problems: list[str] = []
+        for field_name in SECRET_FIELDS:
+            variable = field_name.upper()
+            file_variable = f"{variable}_FILE"
+            path = environ.get(file_variable)
+            if path is None:
+                continue
+            if variable in environ:
+                problems.append(f"{variable} and {file_variable} are both set: unset one of them")
+                continue
+            try:
+                # Bytes, then decoded: text mode would turn a "\r" inside the secret into "\n".
+                content = _strip_one_newline(Path(path).read_bytes().decode("utf-8"))
+            except OSError as exc:
+                problems.append(
+                    f"{file_variable}={path}: cannot read the file "
+                    f"({exc.strerror or type(exc).__name__})"
+                )
+                continue
+            except UnicodeDecodeError:
+                # Its message would quote a byte of the secret.
+                problems.append(f"{file_variable}={path}: the file is not UTF-8 text")
+                continue
+            if not content:
+                problems.append(f"{file_variable}={path}: the file is empty")
+                continue
+            # SecretStr already: pydantic-settings' debug log (PYDANTIC_SETTINGS_DEBUG) prints what
+            # each source found.
+            values[field_name] = SecretStr(content)
+        if problems:
+            raise SettingsError("secret files refused:\n" + "\n".join(f"- {p}" for p in problems))
+        return values
+
+
+def _is_wildcard(trusted: str) -> bool:
+    """'*', or a network of every address (0.0.0.0/0, ::/0, written any way)."""
+    if trusted == "*":
+        return True
+    try:
+        return ipaddress.ip_network(trusted, strict=False).prefixlen == 0
+    except ValueError:
+        return False
+
+
 class Settings(BaseSettings):
     # An empty variable (`JWT_SECRET=` copied from .env.example) means "use the default", never
-    # an empty secret.
+    # an empty secret. hide_input_in_errors: a validation error would otherwise print the values
+    # read, the secrets among them, as plain strings.
     model_config = SettingsConfigDict(
-        case_sensitive=False, extra="ignore", env_ignore_empty=True, populate_by_name=True
+        case_sensitive=False,
+        extra="ignore",
+        env_ignore_empty=True,
+        populate_by_name=True,
+        hide_input_in_errors=True,
     )
 
     environment: Literal["development", "production", "test"] = "development"
@@ -39,9 +144,15 @@ class Settings(BaseSettings):
     # PostgreSQL: the same variables configure the db container, so each fact is set once.
     postgres_host: str = "localhost"
     postgres_port: int = 5432
+    # The role a process connects as: compose gives the api and the worker the app role below.
     postgres_user: str = "app"
-    postgres_password: SecretStr = SecretStr("app")
+    postgres_password: SecretStr = SecretStr(DEV_POSTGRES_PASSWORD)
     postgres_db: str = "app"
+    # The least-privileged role the api and the worker connect as. Only the migrate process uses
+    # these two fields, to create or alter that role; the api and the worker connect with
+    # POSTGRES_USER and POSTGRES_PASSWORD as any process does (compose sets them to this role).
+    postgres_app_user: str = "app_rw"
+    postgres_app_password: SecretStr = SecretStr(DEV_POSTGRES_APP_PASSWORD)
     # Overflow connections are closed as soon as they are returned: under steady load above the
     # pool size each request would open (and authenticate) a new one. So the budget is all pool.
     db_pool_size: int = Field(10, ge=1, le=100)
@@ -49,8 +160,11 @@ class Settings(BaseSettings):
     db_pool_timeout: float = Field(10.0, gt=0)
     db_statement_timeout_ms: int = Field(15_000, ge=0)
 
-    # Redis: cache and Celery broker (separate logical databases).
+    # Redis: cache and Celery broker (separate logical databases). REDIS_URL has no password:
+    # REDIS_PASSWORD is put into it (redis_connection_url). A password in REDIS_URL still works,
+    # with REDIS_PASSWORD unset, hence SecretStr.
     redis_url: SecretStr = SecretStr("redis://localhost:6379/0")
+    redis_password: SecretStr | None = None
     celery_broker_url: SecretStr | None = None
     redis_socket_timeout: float = Field(0.5, gt=0)
     cache_ttl_seconds: int = Field(300, ge=1)
@@ -108,35 +222,104 @@ class Settings(BaseSettings):
     # a job that kills its worker every time must not be handed out forever.
     job_max_attempts: int = Field(3, ge=1)
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Arguments (tests, `Settings(jwt_secret=...)`) still win; a secret set both as a variable
+        # and as a file is refused by SecretFilesSource, so its place against env is moot.
+        return (
+            init_settings,
+            SecretFilesSource(settings_cls),
+            env_settings,
+            dotenv_settings,
+            file_secret_settings,
+        )
+
     @model_validator(mode="after")
-    def _check(self) -> Settings:
-        if self.forwarded_allow_ips.strip() == "*":
-            raise ValueError(
-                "FORWARDED_ALLOW_IPS='*' trusts X-Forwarded-* from anyone; "
-                "set the proxy's address or subnet"
+    def _refuse_unsafe_settings(self) -> Settings:
+        problems = self._inconsistencies()
+        if self.environment == "production":
+            problems += self._weaknesses_in_production()
+        if problems:
+            raise ValueError("settings refused:\n" + "\n".join(f"- {p}" for p in problems))
+        return self
+
+    def _inconsistencies(self) -> list[str]:
+        """Refused in every environment."""
+        problems = [
+            f"FORWARDED_ALLOW_IPS={trusted!r} trusts X-Forwarded-* from anyone; "
+            "set the proxy's address or subnet"
+            for trusted in (t.strip() for t in self.forwarded_allow_ips.split(","))
+            if _is_wildcard(trusted)
+        ]
+        if self.redis_password is not None and self._redis_url_has_password():
+            problems.append(
+                "REDIS_URL carries a password and REDIS_PASSWORD is set too: "
+                "take the password out of REDIS_URL"
             )
-        if self.environment == "production" and self.jwt_secret.get_secret_value() in (
-            DEV_JWT_SECRET,
-            "",
-        ):
-            raise ValueError("JWT_SECRET must be set to a real secret in production")
         if self.gunicorn_drain_seconds >= self.gunicorn_graceful_timeout:
-            raise ValueError(
+            problems.append(
                 "GUNICORN_DRAIN_SECONDS must be below GUNICORN_GRACEFUL_TIMEOUT, "
                 "or in-flight requests are killed before they finish"
             )
         if self.celery_redelivery_timeout <= self.celery_task_time_limit:
-            raise ValueError(
+            problems.append(
                 "CELERY_VISIBILITY_TIMEOUT must exceed CELERY_TASK_TIME_LIMIT, "
                 "or running jobs are delivered twice"
             )
         if self.job_lease_seconds <= 2 * self.job_heartbeat_seconds:
-            raise ValueError(
+            problems.append(
                 "JOB_LEASE_SECONDS must exceed twice JOB_HEARTBEAT_SECONDS "
                 f"({self.job_lease_seconds:g} <= 2 x {self.job_heartbeat_seconds:g}), or a "
                 "heartbeat that is merely late gets a running job taken over by another worker"
             )
-        return self
+        return problems
+
+    def _weaknesses_in_production(self) -> list[str]:
+        """Fine on a laptop, refused in production. Each message says how to fix it."""
+        problems: list[str] = []
+        jwt_secret = self.jwt_secret.get_secret_value()
+        min_bytes = JWT_SECRET_MIN_BYTES[self.jwt_algorithm]
+        if jwt_secret == DEV_JWT_SECRET:
+            problems.append(
+                "JWT_SECRET is the development default: set JWT_SECRET_FILE to a file holding "
+                "a new one (openssl rand -hex 32)"
+            )
+        elif len(jwt_secret.encode()) < min_bytes:
+            problems.append(
+                f"JWT_SECRET is shorter than {min_bytes} bytes, the least {self.jwt_algorithm} "
+                "needs: set JWT_SECRET_FILE to a file holding a new one (openssl rand -hex 32)"
+            )
+        if self.redis_password is None:
+            # Even with a password in REDIS_URL: REDIS_URL cannot be a file, REDIS_PASSWORD can.
+            move_it = ", and take the password out of REDIS_URL"
+            problems.append(
+                "REDIS_PASSWORD is not set: Redis would take commands from anyone who reaches it; "
+                "set REDIS_PASSWORD_FILE to a file holding one (openssl rand -hex 24)"
+                + (move_it if self._redis_url_has_password() else "")
+            )
+        passwords = {
+            "POSTGRES_PASSWORD": self.postgres_password,
+            "POSTGRES_APP_PASSWORD": self.postgres_app_password,
+            "REDIS_PASSWORD": self.redis_password,
+        }
+        problems += [
+            f"{variable} is a development default ('app' or 'app_rw'): set {variable}_FILE "
+            "to a file holding a new one (openssl rand -hex 24)"
+            for variable, password in passwords.items()
+            if password is not None and password.get_secret_value() in DEV_PASSWORDS
+        ]
+        return problems
+
+    def _redis_url_has_password(self) -> bool:
+        """REDIS_URL as it was before REDIS_PASSWORD: with the password in it."""
+        return bool(urlsplit(self.redis_url.get_secret_value()).password)
 
     def _postgres_url(self, driver: str) -> str:
         user = quote(self.postgres_user, safe="")
@@ -157,12 +340,28 @@ class Settings(BaseSettings):
         return self._postgres_url("psycopg")
 
     @property
+    def redis_connection_url(self) -> str:
+        """REDIS_URL with REDIS_PASSWORD in it, URL-quoted: what the cache connects to."""
+        url = self.redis_url.get_secret_value()
+        if self.redis_password is None:
+            return url
+        parts = urlsplit(url)
+        # A user name (Redis ACLs) is kept; a password in REDIS_URL as well was refused.
+        user, _, host = parts.netloc.rpartition("@")
+        password = quote(self.redis_password.get_secret_value(), safe="")
+        return urlunsplit(parts._replace(netloc=f"{user}:{password}@{host}"))
+
+    @property
     def broker_url(self) -> str:
         if self.celery_broker_url is not None:
             return self.celery_broker_url.get_secret_value()
         # Same server as the cache, next logical database: FLUSHDB on the cache keeps the queue.
-        base, _, db = self.redis_url.get_secret_value().rpartition("/")
-        return f"{base}/{int(db) + 1}" if db.isdigit() else self.redis_url.get_secret_value()
+        url = self.redis_connection_url
+        parts = urlsplit(url)
+        database = parts.path.removeprefix("/")
+        if not database.isdigit():
+            return url
+        return urlunsplit(parts._replace(path=f"/{int(database) + 1}"))
 
     @property
     def gunicorn_workers(self) -> int:

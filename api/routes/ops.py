@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 from collections.abc import Awaitable
@@ -17,6 +18,7 @@ from api.deps import SettingsDep
 from core.logs import request_id_var
 
 router = APIRouter(tags=["operations"])
+log = logging.getLogger(__name__)
 
 READY_CHECK_TIMEOUT = 2.0
 
@@ -59,10 +61,20 @@ async def _redis(request: Request) -> None:
 
 @router.get("/ready", responses={503: {"description": "A dependency failed; named in checks"}})
 async def ready(request: Request) -> JSONResponse:
-    """Readiness: database and Redis reachable, schema migrated to this code's head."""
+    """Readiness: database and Redis reachable, schema migrated to this code's head.
+
+    Why a check failed is logged. In production the answer says only which failed: it is public
+    (deploy checks it through the proxy), and an error's text tells an attacker about the servers
+    behind (host names, addresses, versions)."""
     database, redis = await asyncio.gather(_check(_database(request)), _check(_redis(request)))
-    checks = {"database": database or "ok", "redis": redis or "ok"}
-    failed = [name for name, result in checks.items() if result != "ok"]
+    problems = {"database": database, "redis": redis}
+    failed = [name for name, problem in problems.items() if problem is not None]
+    for name in failed:
+        log.warning("readiness check failed", extra={"check": name, "error": problems[name]})
+    if request.app.state.settings.environment == "production":
+        checks = {name: "failed" if name in failed else "ok" for name in problems}
+    else:
+        checks = {name: problem or "ok" for name, problem in problems.items()}
     body = {"status": "not ready" if failed else "ready", "failed": failed, "checks": checks}
     return JSONResponse(body, status_code=503 if failed else 200)
 
