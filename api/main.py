@@ -61,6 +61,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    settings.require_secrets("postgres_password", "redis_password", "jwt_secret")
     configure_logging(settings.log_level)
     app = FastAPI(
         title=settings.app_name,

@@ -48,6 +48,7 @@ def provision_app_role(settings: Settings) -> None:
 
 def main() -> None:
     settings = get_settings()
+    settings.require_secrets("postgres_password", "postgres_app_password")
     configure_logging(settings.log_level)
     command.upgrade(Config("alembic.ini"), "head")
     provision_app_role(settings)

@@ -282,27 +282,31 @@ class Settings(BaseSettings):
         return problems
 
     def _weaknesses_in_production(self) -> list[str]:
-        """Fine on a laptop, refused in production. Each message says how to fix it."""
+        """Weak values given to this process: fine on a laptop, refused in production. A secret
+        left unset is this module's business only where the process uses it: each entry point
+        names its own (require_secrets), so the worker needs no token key and the migrations no
+        Redis password. Each message says how to fix it."""
+        given = self.model_fields_set
         problems: list[str] = []
-        jwt_secret = self.jwt_secret.get_secret_value()
-        min_bytes = JWT_SECRET_MIN_BYTES[self.jwt_algorithm]
-        if jwt_secret == DEV_JWT_SECRET:
+        if "jwt_secret" in given:
+            jwt_secret = self.jwt_secret.get_secret_value()
+            min_bytes = JWT_SECRET_MIN_BYTES[self.jwt_algorithm]
+            if jwt_secret == DEV_JWT_SECRET:
+                problems.append(
+                    "JWT_SECRET is the development default: set JWT_SECRET_FILE to a file "
+                    "holding a new one (openssl rand -hex 32)"
+                )
+            elif len(jwt_secret.encode()) < min_bytes:
+                problems.append(
+                    f"JWT_SECRET is shorter than {min_bytes} bytes, the least "
+                    f"{self.jwt_algorithm} needs: set JWT_SECRET_FILE to a file holding a new "
+                    "one (openssl rand -hex 32)"
+                )
+        if self.redis_password is None and self._redis_url_has_password():
+            # REDIS_URL cannot be a file, REDIS_PASSWORD can.
             problems.append(
-                "JWT_SECRET is the development default: set JWT_SECRET_FILE to a file holding "
-                "a new one (openssl rand -hex 32)"
-            )
-        elif len(jwt_secret.encode()) < min_bytes:
-            problems.append(
-                f"JWT_SECRET is shorter than {min_bytes} bytes, the least {self.jwt_algorithm} "
-                "needs: set JWT_SECRET_FILE to a file holding a new one (openssl rand -hex 32)"
-            )
-        if self.redis_password is None:
-            # Even with a password in REDIS_URL: REDIS_URL cannot be a file, REDIS_PASSWORD can.
-            move_it = ", and take the password out of REDIS_URL"
-            problems.append(
-                "REDIS_PASSWORD is not set: Redis would take commands from anyone who reaches it; "
-                "set REDIS_PASSWORD_FILE to a file holding one (openssl rand -hex 24)"
-                + (move_it if self._redis_url_has_password() else "")
+                "REDIS_URL carries a password: take it out of REDIS_URL and set "
+                "REDIS_PASSWORD_FILE to a file holding one (openssl rand -hex 24)"
             )
         passwords = {
             "POSTGRES_PASSWORD": self.postgres_password,
@@ -313,9 +317,28 @@ class Settings(BaseSettings):
             f"{variable} is a development default ('app' or 'app_rw'): set {variable}_FILE "
             "to a file holding a new one (openssl rand -hex 24)"
             for variable, password in passwords.items()
-            if password is not None and password.get_secret_value() in DEV_PASSWORDS
+            if variable.lower() in given
+            and password is not None
+            and password.get_secret_value() in DEV_PASSWORDS
         ]
         return problems
+
+    def require_secrets(self, *fields: str) -> None:
+        """The secrets a process uses, named by its entry point (api, worker, migrations): in
+        production none of them may be left to its development default. One error names every
+        missing one."""
+        if self.environment != "production":
+            return
+        missing = [field.upper() for field in fields if field not in self.model_fields_set]
+        if missing:
+            raise ValueError(
+                "settings refused:\n"
+                + "\n".join(
+                    f"- {name} is not set: production has no default for it; set {name}_FILE "
+                    "to a file holding one (make secrets)"
+                    for name in missing
+                )
+            )
 
     def _redis_url_has_password(self) -> bool:
         """REDIS_URL as it was before REDIS_PASSWORD: with the password in it."""

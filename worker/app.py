@@ -15,6 +15,7 @@ from worker.liveness import LivenessProbe
 from worker.reaper import JobReaper
 
 settings = get_settings()
+settings.require_secrets("postgres_password", "redis_password")
 
 celery_app = make_celery(settings, include=["worker.tasks"])
 celery_app.steps["worker"].add(LivenessProbe)

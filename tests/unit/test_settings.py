@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 import pytest
 from pydantic import AliasChoices, ValidationError
@@ -426,23 +427,19 @@ def test_production_accepts_secrets_from_files(production, monkeypatch, tmp_path
 @pytest.mark.parametrize(
     ("variables", "expected"),
     [
-        ({"JWT_SECRET": None}, "JWT_SECRET is the development default"),
         ({"JWT_SECRET": DEV_JWT_SECRET}, "JWT_SECRET is the development default"),
         ({"JWT_SECRET": "x" * 31}, "JWT_SECRET is shorter than 32 bytes"),
         # RFC 7518: at least the hash's length.
         ({"JWT_SECRET": "x" * 63, "JWT_ALGORITHM": "HS512"}, "shorter than 64 bytes"),
-        ({"POSTGRES_PASSWORD": None}, "POSTGRES_PASSWORD is a development default"),
         ({"POSTGRES_PASSWORD": "app"}, "POSTGRES_PASSWORD is a development default"),
         ({"POSTGRES_PASSWORD": "app_rw"}, "POSTGRES_PASSWORD is a development default"),
-        ({"POSTGRES_APP_PASSWORD": None}, "POSTGRES_APP_PASSWORD is a development default"),
         ({"POSTGRES_APP_PASSWORD": "app"}, "POSTGRES_APP_PASSWORD is a development default"),
         ({"POSTGRES_APP_PASSWORD": "app_rw"}, "POSTGRES_APP_PASSWORD is a development default"),
         ({"REDIS_PASSWORD": "app"}, "REDIS_PASSWORD is a development default"),
         ({"REDIS_PASSWORD": "app_rw"}, "REDIS_PASSWORD is a development default"),
-        ({"REDIS_PASSWORD": None}, "REDIS_PASSWORD is not set"),
         (
             {"REDIS_PASSWORD": None, "REDIS_URL": "redis://:pw-in-url@redis:6379/0"},
-            "take the password out of REDIS_URL",
+            "take it out of REDIS_URL",
         ),
         ({"FORWARDED_ALLOW_IPS": "0.0.0.0/0"}, "FORWARDED_ALLOW_IPS='0.0.0.0/0'"),
     ],
@@ -464,10 +461,10 @@ def test_production_counts_the_jwt_secrets_bytes_not_its_characters(production, 
 def test_production_reports_every_problem_at_once(production, monkeypatch):
     message = _refusal(
         monkeypatch,
-        JWT_SECRET=None,
-        POSTGRES_PASSWORD=None,
+        JWT_SECRET="short",
+        POSTGRES_PASSWORD="app",
         POSTGRES_APP_PASSWORD="app",
-        REDIS_PASSWORD=None,
+        REDIS_PASSWORD="app_rw",
         FORWARDED_ALLOW_IPS="*",
         CELERY_TASK_TIME_LIMIT="100",
         CELERY_VISIBILITY_TIMEOUT="100",
@@ -492,6 +489,52 @@ def test_a_refusal_never_prints_a_secret(production, monkeypatch):
         REDIS_PASSWORD=None,
     )
     assert "hunter2" not in message
+
+
+# Each process names the secrets it uses: unset ones stop it in production, and only those.
+PROCESS_SECRETS = {
+    "api": ("postgres_password", "redis_password", "jwt_secret"),
+    "worker": ("postgres_password", "redis_password"),
+    "migrate": ("postgres_password", "postgres_app_password"),
+}
+
+
+@pytest.mark.parametrize("process", sorted(PROCESS_SECRETS))
+def test_production_requires_the_secrets_a_process_uses(production, monkeypatch, process):
+    uses = PROCESS_SECRETS[process]
+    Settings().require_secrets(*uses)  # all given
+    for name in SECRET_FIELDS:
+        monkeypatch.delenv(name.upper())
+    with pytest.raises(ValueError, match="settings refused") as error:
+        Settings().require_secrets(*uses)
+    for name in SECRET_FIELDS:
+        assert (f"- {name.upper()} is not set" in str(error.value)) == (name in uses), name
+
+
+def test_a_process_needs_none_of_the_secrets_it_does_not_use(production, monkeypatch):
+    """The worker runs without the token key, the migrations without Redis's password."""
+    monkeypatch.delenv("JWT_SECRET")
+    monkeypatch.delenv("REDIS_PASSWORD")
+    Settings().require_secrets(*PROCESS_SECRETS["migrate"])
+    monkeypatch.setenv("REDIS_PASSWORD", STRONG_PRODUCTION["REDIS_PASSWORD"])
+    Settings().require_secrets(*PROCESS_SECRETS["worker"])
+
+
+def test_the_entry_points_name_their_secrets():
+    """The list above is what the code asks for (a source check: importing them starts apps)."""
+    root = Path(__file__).resolve().parents[2]
+    sources = {
+        "api": root / "api" / "main.py",
+        "worker": root / "worker" / "app.py",
+        "migrate": root / "api" / "migrate.py",
+    }
+    for process, path in sources.items():
+        call = "require_secrets(" + ", ".join(f'"{n}"' for n in PROCESS_SECRETS[process]) + ")"
+        assert call in path.read_text(), process
+
+
+def test_development_requires_no_secret():
+    Settings().require_secrets(*SECRET_FIELDS)
 
 
 def test_development_takes_the_defaults_production_refuses():
