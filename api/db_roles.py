@@ -14,6 +14,7 @@ same grants, and sets the password each time, so rotating the secret is a redepl
 from __future__ import annotations
 
 from psycopg import Connection, sql
+from psycopg.sql import SQL, Composed
 
 # The owner keeps writing the migration history; the app only reads it (/ready compares it).
 MIGRATION_TABLE = "alembic_version"
@@ -23,7 +24,7 @@ def ensure_app_role(connection: Connection[object], role: str, password: str) ->
     """Create or update `role` with exactly the rights the app needs, in the connected database
     (whose owner, the connected user, also owns every table migrations create)."""
     name = sql.Identifier(role)
-    statements = [
+    statements: list[SQL | Composed] = [
         sql.SQL(
             "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {role}) THEN "
             "CREATE ROLE {name}; END IF; END $$"

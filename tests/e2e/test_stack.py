@@ -91,7 +91,8 @@ def test_https_redirect_headers_and_routing(stack):
     http_url = f"http://127.0.0.1:{stack_module.HTTP_PORT}/health"
     r = httpx.get(http_url, headers={"Host": "api.localhost"}, follow_redirects=False)
     assert r.status_code in (301, 308)
-    assert r.headers["location"] == "https://api.localhost/health"
+    # To the published HTTPS port (443 would be left out of the URL), not the container's 8443.
+    assert r.headers["location"] == f"https://api.localhost:{stack_module.HTTPS_PORT}/health"
 
     https = f"https://127.0.0.1:{stack_module.HTTPS_PORT}"
     r = httpx.get(f"{https}/health", headers={"Host": "api.localhost"}, verify=False)
