@@ -72,13 +72,19 @@ public_check() {
   return 1
 }
 
+# The server's deploy lock, released on exit with its token: only if it is still this deploy's
+# (make deploy-unlock may have broken it, and another deploy taken it since).
+take_lock() {
+  LOCK_TOKEN=$(remote lock "$DEPLOY_WHO")
+  trap 'remote unlock "$LOCK_TOKEN" || true; stop_ssh' EXIT
+}
+
 deploy() {
   local release
   release=$(release_name)
   say "release $release to $DEPLOY_HOST:$DEPLOY_PATH"
   remote preflight || die "preflight failed on $DEPLOY_HOST"
-  remote lock "$DEPLOY_WHO"
-  trap 'remote unlock || true; stop_ssh' EXIT
+  take_lock
   upload_release "$release"
   remote check "$release" || die "the production env fails docker compose config (see above)"
   ship_images "$release"
@@ -97,8 +103,7 @@ deploy() {
 }
 
 rollback() {
-  remote lock "$DEPLOY_WHO"
-  trap 'remote unlock || true; stop_ssh' EXIT
+  take_lock
   local back
   back=$(remote rollback "${1:-}") || die "rollback failed"
   remote record rollback "$back" "$DEPLOY_WHO" "requested"
@@ -113,7 +118,8 @@ main() {
     deploy) deploy ;;
     rollback) rollback "${2:-}" ;;
     log) remote log ;;
-    unlock) remote unlock && say "lock broken" ;;
+    # The operator's break of a stale lock, whoever holds it (remote.sh says who did).
+    unlock) remote unlock --force ;;
     backup) remote backup ;;
     *) die "usage: deploy.sh deploy|rollback [RELEASE]|log|unlock|backup" ;;
   esac

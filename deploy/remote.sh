@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs on the server (sent over SSH by deploy/lib.sh): everything that touches the running stack.
-#   remote.sh preflight | check R | lock WHO | unlock | activate R | rollback [R] | backup [NAME]
-#             | record RESULT R WHO MESSAGE | log | current
+#   remote.sh preflight | check R | lock WHO | unlock TOKEN|--force | activate R | rollback [R]
+#             | backup [NAME] | record RESULT R WHO MESSAGE | log | current
 set -euo pipefail
 
 : "${DEPLOY_PATH:?}" "${DEPLOY_PROJECT:?}" "${APP_IMAGE:?}"
@@ -43,10 +43,27 @@ lock() {
     fi
     sleep 2
   done
+  local token
+  token=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
+  echo "$token" >"$LOCK/token"
   echo "$1 since $(date -u +%FT%TZ)" >"$LOCK/owner"
+  echo "$token"
 }
 
-unlock() { rm -rf "$LOCK"; }
+unlock() { # TOKEN: the lock if it is still the one `lock` gave TOKEN for | --force: whoever holds it
+  if [[ ${1:-} == --force ]]; then
+    if [[ -d $LOCK ]]; then
+      echo "lock held by $(cat "$LOCK/owner" 2>/dev/null || echo unknown): broken" >&2
+      rm -rf "$LOCK"
+    else
+      echo "no lock to break" >&2
+    fi
+  elif [[ -n ${1:-} && $(cat "$LOCK/token" 2>/dev/null) == "$1" ]]; then
+    rm -rf "$LOCK"
+  else
+    echo "the deploy lock is no longer this deploy's (make deploy-unlock broke it?): left as it is" >&2
+  fi
+}
 
 record() { # RESULT RELEASE WHO MESSAGE: one line a deploy, appended, never rewritten
   printf '%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$1" "$2" "$3" "${4:-}" >>"$DEPLOY_PATH/deploy.log"

@@ -376,7 +376,8 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
     locked = make(workspace, "deploy", check=False)
     assert locked.returncode != 0
     assert "alice@laptop" in locked.stderr
-    make(workspace, "deploy-unlock")
+    broken = make(workspace, "deploy-unlock")
+    assert "lock held by alice@laptop" in broken.stderr
     assert not (srv / "deploy.lock").exists()
 
     # The log: every deploy, with who, release and result, in order.

@@ -3,6 +3,7 @@ the whole deploy against a real sshd and Docker."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -137,3 +138,59 @@ def test_a_dirty_release_ships_the_working_tree_it_was_built_from(tmp_path):
         "new.txt": "untracked\n",
     }
     assert git(repo, "status", "--porcelain") == status_before, "the real index is left alone"
+
+
+# remote.sh as the server runs it, on a temporary DEPLOY_PATH.
+def remote(deploy_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(ROOT / "deploy" / "remote.sh"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            "PATH": os.environ["PATH"],
+            "DEPLOY_PATH": str(deploy_path),
+            "DEPLOY_PROJECT": "kit-unit",
+            "APP_IMAGE": "kit-unit",
+            "DEPLOY_LOCK_TIMEOUT": "0",
+            **env,
+        },
+    )
+
+
+def test_a_stale_deploy_cannot_unlock_a_newer_one_and_the_operator_can(tmp_path):
+    srv = tmp_path / "srv"
+    srv.mkdir()
+    lock = srv / "deploy.lock"
+    alice = remote(srv, "lock", "alice@laptop")
+    assert alice.returncode == 0, alice.stderr
+    alice_token = alice.stdout.strip()
+    assert re.fullmatch(r"[0-9a-f]{32}", alice_token)
+    assert (lock / "owner").read_text().startswith("alice@laptop since ")
+
+    # A second deploy waits (here: not at all), then fails naming the holder.
+    busy = remote(srv, "lock", "bob@ci")
+    assert busy.returncode == 75
+    assert "another deploy holds the lock: alice@laptop" in busy.stderr
+
+    # Alice's deploy hangs; the operator breaks its lock (make deploy-unlock), Bob deploys.
+    broken = remote(srv, "unlock", "--force")
+    assert broken.returncode == 0
+    assert "alice@laptop" in broken.stderr
+    assert not lock.exists()
+    bob = remote(srv, "lock", "bob@ci")
+    bob_token = bob.stdout.strip()
+    assert bob_token != alice_token
+
+    # Alice's deploy ends at last: its exit trap leaves Bob's lock alone, and says so.
+    stale = remote(srv, "unlock", alice_token)
+    assert stale.returncode == 0
+    assert "no longer this deploy's" in stale.stderr
+    assert (lock / "owner").read_text().startswith("bob@ci since ")
+    assert remote(srv, "unlock").returncode == 0, "no token: a trap from an older deploy.sh"
+    assert lock.exists()
+
+    assert remote(srv, "unlock", bob_token).returncode == 0
+    assert not lock.exists()
+    nothing = remote(srv, "unlock", "--force")
+    assert (nothing.returncode, nothing.stderr.strip()) == (0, "no lock to break")
