@@ -129,6 +129,10 @@ deploy-log: ## Show the server's deploy log (who, when, release, result)
 deploy-unlock: ## Break a stale deploy lock on the server (only if no deploy is running!)
 	deploy/deploy.sh unlock
 
+.PHONY: deploy-trust
+deploy-trust: ## Pin the server's SSH host key (shows its fingerprints; YES=1 pins without asking)
+	YES=$(YES) deploy/deploy.sh trust
+
 .PHONY: deploy-backup
 deploy-backup: ## pg_dump of the server's database, kept on the server under backups/
 	deploy/deploy.sh backup

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# make deploy | rollback | deploy-log | deploy-unlock | deploy-backup: one server over SSH.
+# make deploy | rollback | deploy-log | deploy-unlock | deploy-backup | deploy-trust: one server
+# over SSH.
 #   deploy.sh deploy            build, ship, migrate, roll out with zero downtime, check, or roll back
 #   deploy.sh rollback [NAME]   the previous release (or NAME) serves again
 #   deploy.sh log | unlock | backup
+#   deploy.sh trust             pin the server's SSH host key (YES=1: without asking)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=deploy/lib.sh
@@ -110,7 +112,41 @@ rollback() {
   say "release $back is live again"
 }
 
+# make deploy-trust: the host keys the server sends, with their fingerprints to compare with the
+# server's own, pinned in DEPLOY_KNOWN_HOSTS once confirmed (replacing any pinned before).
+# ssh-keyscan reads no ssh_config: the host and port are ssh's own (-G), but no ProxyJump is used.
+trust() {
+  local keys answer
+  ssh_command
+  host_key_name
+  keys=$(ssh-keyscan -T 10 -p "$KEY_PORT" "$KEY_HOST" 2>/dev/null |
+    awk -v name="$KEY_NAME" '!/^#/ && NF >= 3 {print name, $2, $3}') || true
+  [[ -n $keys ]] || die "no host key from $KEY_HOST port $KEY_PORT (ssh-keyscan)"
+  say "the host keys $KEY_HOST port $KEY_PORT sends, by fingerprint:"
+  ssh-keygen -lf - <<<"$keys"
+  say "compare with the server's own (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub there)"
+  if [[ ${YES:-0} != 1 ]]; then
+    read -r -p "pin them for $KEY_NAME in $DEPLOY_KNOWN_HOSTS? [y/N] " answer || true
+    [[ $answer == [yY]* ]] || die "nothing pinned (YES=1 pins without asking)"
+  fi
+  mkdir -p "$(dirname "$DEPLOY_KNOWN_HOSTS")"
+  if [[ -f $DEPLOY_KNOWN_HOSTS ]] && ssh-keygen -F "$KEY_NAME" -f "$DEPLOY_KNOWN_HOSTS" >/dev/null; then
+    ssh-keygen -R "$KEY_NAME" -f "$DEPLOY_KNOWN_HOSTS" >/dev/null 2>&1
+    rm -f "$DEPLOY_KNOWN_HOSTS.old"
+  fi
+  echo "$keys" >>"$DEPLOY_KNOWN_HOSTS"
+  say "pinned in $DEPLOY_KNOWN_HOSTS"
+  if [[ -n $(git status --porcelain -- "$DEPLOY_KNOWN_HOSTS" 2>/dev/null) ]]; then
+    say "commit it: every deploy from this repository then checks the same key"
+  fi
+}
+
 main() {
+  if [[ ${1:-} == trust ]]; then
+    load_settings DEPLOY_HOST
+    trust
+    return
+  fi
   load_settings
   start_ssh
   trap stop_ssh EXIT
@@ -121,7 +157,7 @@ main() {
     # The operator's break of a stale lock, whoever holds it (remote.sh says who did).
     unlock) remote unlock --force ;;
     backup) remote backup ;;
-    *) die "usage: deploy.sh deploy|rollback [RELEASE]|log|unlock|backup" ;;
+    *) die "usage: deploy.sh deploy|rollback [RELEASE]|log|unlock|backup|trust" ;;
   esac
 }
 

@@ -5,20 +5,21 @@ die() { echo "deploy: $*" >&2; exit 1; }
 say() { echo "deploy: $*" >&2; }
 
 # Settings: deploy.env (kept out of git; see deploy/deploy.env.example), then the environment.
+# Arguments: the settings that must be set (default: the ones every command but deploy-trust needs).
 load_settings() {
-  local file=${DEPLOY_SETTINGS:-deploy.env}
+  local file=${DEPLOY_SETTINGS:-deploy.env} required=("$@") missing=() name
   if [[ -f $file ]]; then
     set -a
     # shellcheck source=/dev/null
     source "$file"
     set +a
   fi
-  local missing=()
-  for name in DEPLOY_HOST DEPLOY_PATH DEPLOY_ENV_FILE; do
+  ((${#required[@]})) || required=(DEPLOY_HOST DEPLOY_PATH DEPLOY_ENV_FILE)
+  for name in "${required[@]}"; do
     [[ -n ${!name:-} ]] || missing+=("$name")
   done
   ((${#missing[@]} == 0)) || die "missing setting(s): ${missing[*]} (set them in $file or the environment)"
-  [[ -f $DEPLOY_ENV_FILE ]] || die "DEPLOY_ENV_FILE=$DEPLOY_ENV_FILE: no such file"
+  [[ -z ${DEPLOY_ENV_FILE:-} || -f $DEPLOY_ENV_FILE ]] || die "DEPLOY_ENV_FILE=$DEPLOY_ENV_FILE: no such file"
   DEPLOY_PORT=${DEPLOY_PORT:-22}
   DEPLOY_PROJECT=${DEPLOY_PROJECT:-fastapi-kit}
   DEPLOY_KEEP_RELEASES=${DEPLOY_KEEP_RELEASES:-5}
@@ -27,6 +28,10 @@ load_settings() {
   DEPLOY_HEALTH_TIMEOUT=${DEPLOY_HEALTH_TIMEOUT:-120}
   DEPLOY_MIN_FREE_MB=${DEPLOY_MIN_FREE_MB:-2048}
   DEPLOY_WHO=${DEPLOY_WHO:-$(id -un)@$(hostname)}
+  # The server's SSH host key, pinned by make deploy-trust. Committed, not ignored: it is public,
+  # and in git every teammate and CI job checks the same key, and a change to it is reviewed.
+  DEPLOY_KNOWN_HOSTS=${DEPLOY_KNOWN_HOSTS:-deploy/known_hosts}
+  [[ $DEPLOY_KNOWN_HOSTS == /* ]] || DEPLOY_KNOWN_HOSTS=$PWD/$DEPLOY_KNOWN_HOSTS
   APP_IMAGE=${APP_IMAGE:-fastapi-kit}
   if [[ -n ${DEPLOY_REGISTRY:-} ]]; then
     DEPLOY_IMAGES=registry
@@ -52,15 +57,54 @@ release_tree() {
   return "$status"
 }
 
-# One SSH connection for the whole deploy (ControlMaster), not one per command.
-start_ssh() {
-  SSH_DIR=$(mktemp -d)
+# ssh_command [OPTION...]: SSH=(ssh ... OPTION... DEPLOY_SSH_OPTS... DEPLOY_HOST). The server is
+# known only by the key pinned in DEPLOY_KNOWN_HOSTS: no other known_hosts file counts, no key is
+# learnt on first use, none is written. ssh keeps the first value it is given of an option
+# (ssh_config(5)), so DEPLOY_SSH_OPTS cannot turn this off.
+ssh_command() {
   # Word splitting of DEPLOY_SSH_OPTS is intended: it holds several options. DEPLOY_HOST is
   # checked by load_settings.
   # shellcheck disable=SC2206,SC2153
-  SSH=(ssh -p "$DEPLOY_PORT" -o BatchMode=yes -o ControlMaster=auto
-    -o "ControlPath=$SSH_DIR/%C" -o ControlPersist=300 ${DEPLOY_SSH_OPTS:-} "$DEPLOY_HOST")
-  "${SSH[@]}" true || die "cannot reach $DEPLOY_HOST over SSH (port $DEPLOY_PORT)"
+  SSH=(ssh -p "$DEPLOY_PORT" -o BatchMode=yes -o StrictHostKeyChecking=yes
+    -o "UserKnownHostsFile=\"$DEPLOY_KNOWN_HOSTS\"" -o GlobalKnownHostsFile=/dev/null
+    -o HashKnownHosts=no -o CheckHostIP=no "$@" ${DEPLOY_SSH_OPTS:-} "$DEPLOY_HOST")
+}
+
+# The name ssh looks the server's key up by, from its own view of the settings (ssh -G: after
+# ~/.ssh/config's HostName and Port): HostKeyAlias if set, else the host, as [host]:port unless
+# the port is 22. Sets KEY_HOST, KEY_PORT and KEY_NAME.
+host_key_name() {
+  local config
+  # -T: else ssh 9 warns here that stdin is not a terminal.
+  config=$("${SSH[0]}" -G -T "${SSH[@]:1}") || die "ssh cannot make sense of the settings for $DEPLOY_HOST"
+  KEY_HOST=$(awk '$1 == "hostname" {print $2; exit}' <<<"$config")
+  KEY_PORT=$(awk '$1 == "port" {print $2; exit}' <<<"$config")
+  KEY_NAME=$(awk '$1 == "hostkeyalias" {print $2; exit}' <<<"$config")
+  if [[ -z $KEY_NAME ]]; then
+    KEY_NAME=$KEY_HOST
+    [[ $KEY_PORT == 22 ]] || KEY_NAME="[$KEY_HOST]:$KEY_PORT"
+  fi
+}
+
+# One SSH connection for the whole deploy (ControlMaster), not one per command.
+start_ssh() {
+  SSH_DIR=$(mktemp -d)
+  ssh_command -o ControlMaster=auto -o "ControlPath=$SSH_DIR/%C" -o ControlPersist=300
+  host_key_name
+  if [[ ! -f $DEPLOY_KNOWN_HOSTS ]] || ! ssh-keygen -F "$KEY_NAME" -f "$DEPLOY_KNOWN_HOSTS" >/dev/null; then
+    die "the server's host key is not pinned: run make deploy-trust (compare the fingerprint with" \
+      "the server's own \`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub\`)"
+  fi
+  # stderr to a file, not a pipe: the master that stays behind (ControlPersist) may keep it open.
+  "${SSH[@]}" true 2>"$SSH_DIR/connect.err" && return
+  cat "$SSH_DIR/connect.err" >&2
+  if grep -qi 'host key\|host identification' "$SSH_DIR/connect.err"; then
+    die "the server's host key is not the one pinned for $KEY_NAME in $DEPLOY_KNOWN_HOSTS:" \
+      "someone may be between you and the server, or its key was replaced. Compare the server's" \
+      "own \`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub\`, over a channel you trust, with" \
+      "what make deploy-trust shows before pinning it again"
+  fi
+  die "cannot reach $DEPLOY_HOST over SSH (port $DEPLOY_PORT)"
 }
 
 stop_ssh() {

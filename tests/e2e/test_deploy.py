@@ -1,7 +1,7 @@
 """make deploy against a real SSH server: an sshd on a loopback port, with this machine's Docker
-Engine behind it and its own deploy path. Release 1, release 2 under load (zero failed requests),
-a broken release 3 (deployed uncommitted) that must leave release 2 serving, a rollback to
-release 1, the lock, the log and the backups."""
+Engine behind it and its own deploy path, its host key pinned (make deploy-trust). Release 1,
+release 2 under load (zero failed requests), a broken release 3 (deployed uncommitted) that must
+leave release 2 serving, a rollback to release 1, the lock, the log and the backups."""
 
 from __future__ import annotations
 
@@ -78,7 +78,8 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def workspace(server, tmp_path_factory):
-    """A clone of this repository to deploy from, its production env, and the server's path."""
+    """A clone of this repository to deploy from, its production env, and the server's path; the
+    server's host key pinned and committed, as the README has it done."""
     root = tmp_path_factory.mktemp("deploy")
     source = root / "src"
     run(["git", "clone", "-q", str(stack_module.ROOT), str(source)])
@@ -105,8 +106,7 @@ def workspace(server, tmp_path_factory):
         "DEPLOY_PATH": str(root / "srv"),
         "DEPLOY_ENV_FILE": str(env_file),
         "DEPLOY_PROJECT": PROJECT,
-        "DEPLOY_SSH_OPTS": f"-i {server / 'client_key'} -o StrictHostKeyChecking=no "
-        "-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
+        "DEPLOY_SSH_OPTS": f"-i {server / 'client_key'} -o LogLevel=ERROR",
         "DEPLOY_HEALTH_URL": f"https://api.localhost:{HTTPS_PORT}/ready",
         "DEPLOY_HEALTH_CURL_OPTS": f"-k --resolve api.localhost:{HTTPS_PORT}:127.0.0.1",
         "DEPLOY_HEALTH_TIMEOUT": "90",
@@ -114,6 +114,15 @@ def workspace(server, tmp_path_factory):
         "DEPLOY_WHO": "deploy-test",
         "APP_IMAGE": "kit-deploy-test",
     }
+    # The host key: unknown, the deploy refuses to connect; pinned, the one the server has.
+    unpinned = run(["make", "--no-print-directory", "deploy-log"], cwd=source, env=env, check=False)
+    assert unpinned.returncode != 0
+    assert "host key is not pinned: run make deploy-trust" in unpinned.stderr
+    trusted = run(["make", "--no-print-directory", "deploy-trust", "YES=1"], cwd=source, env=env)
+    host_key = run(["ssh-keygen", "-lf", str(server / "host_key.pub")]).stdout.split()[1]
+    assert host_key in trusted.stdout
+    run(["git", "add", "deploy/known_hosts"], cwd=source)
+    run(["git", "commit", "-qm", "pin the test server's host key"], cwd=source)
     yield source, root / "srv", env
     srv = root / "srv"
     compose = (

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -194,3 +196,130 @@ def test_a_stale_deploy_cannot_unlock_a_newer_one_and_the_operator_can(tmp_path)
     assert not lock.exists()
     nothing = remote(srv, "unlock", "--force")
     assert (nothing.returncode, nothing.stderr.strip()) == (0, "no lock to break")
+
+
+# The server's host key, against a local sshd: only the key exchange matters here (nobody logs in).
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    if not Path("/usr/sbin/sshd").exists():
+        pytest.skip("no sshd (openssh-server)")
+    home = tmp_path_factory.mktemp("sshd")
+    for key in ("host_key", "other_key"):
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(home / key)], check=True
+        )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (home / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {home / 'host_key'}\n"
+        "AuthorizedKeysFile none\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+        f"StrictModes no\nUsePAM no\nPidFile {home / 'sshd.pid'}\n"
+    )
+    if os.geteuid() == 0:
+        Path("/run/sshd").mkdir(exist_ok=True)
+    daemon = subprocess.Popen(
+        ["/usr/sbin/sshd", "-D", "-e", "-f", str(home / "sshd_config")], stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        assert daemon.poll() is None, "sshd did not start"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "sshd does not listen"
+            time.sleep(0.05)
+    yield home, port
+    daemon.terminate()
+    daemon.wait(timeout=10)
+
+
+def deploy_env(home: Path, port: int, **extra: str) -> dict[str, str]:
+    env_file = home / "production.env"
+    env_file.write_text("API_DOMAIN=api.example.com\n")
+    return {
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        "DEPLOY_SETTINGS": str(home / "no-deploy.env"),
+        "DEPLOY_HOST": "deploy@127.0.0.1",
+        "DEPLOY_PORT": str(port),
+        "DEPLOY_PATH": "/srv/kit",
+        "DEPLOY_ENV_FILE": str(env_file),
+        "DEPLOY_KNOWN_HOSTS": str(home / "known_hosts"),
+        **extra,
+    }
+
+
+def run_here(args: list[str], env: dict[str, str], **kwargs) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, **kwargs
+    )
+
+
+def fingerprint(public_key: Path) -> str:
+    return run_here(["ssh-keygen", "-lf", str(public_key)], dict(os.environ)).stdout.split()[1]
+
+
+def pin(known_hosts: Path, port: int, public_key: Path) -> None:
+    key_type, key = public_key.read_text().split()[:2]
+    known_hosts.write_text(f"[127.0.0.1]:{port} {key_type} {key}\n")
+
+
+def test_an_unpinned_server_is_refused_before_connecting(sshd):
+    home, port = sshd
+    (home / "known_hosts").unlink(missing_ok=True)
+    proc = run_here(["deploy/deploy.sh", "deploy"], deploy_env(home, port))
+    assert proc.returncode == 1
+    assert "the server's host key is not pinned: run make deploy-trust" in proc.stderr
+    assert "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub" in proc.stderr
+
+
+def test_deploy_trust_pins_the_key_it_shows_once_confirmed(sshd):
+    home, port = sshd
+    known_hosts = home / "known_hosts"
+    known_hosts.unlink(missing_ok=True)
+    env = deploy_env(home, port)
+    unconfirmed = run_here(
+        ["make", "--no-print-directory", "deploy-trust"], env, stdin=subprocess.DEVNULL
+    )
+    assert unconfirmed.returncode != 0
+    assert fingerprint(home / "host_key.pub") in unconfirmed.stdout
+    assert "nothing pinned (YES=1" in unconfirmed.stderr
+    assert not known_hosts.exists()
+
+    pin(known_hosts, port, home / "other_key.pub")  # replaced, not kept beside it
+    trusted = run_here(["make", "--no-print-directory", "deploy-trust", "YES=1"], env)
+    assert trusted.returncode == 0, trusted.stderr
+    assert fingerprint(home / "host_key.pub") in trusted.stdout
+    key_type, key = (home / "host_key.pub").read_text().split()[:2]
+    assert known_hosts.read_text() == f"[127.0.0.1]:{port} {key_type} {key}\n"
+    assert not known_hosts.with_name("known_hosts.old").exists()
+
+
+@pytest.mark.parametrize(
+    "ssh_opts", ["", "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"]
+)
+def test_a_changed_host_key_stops_a_deploy(sshd, ssh_opts):
+    """Whatever DEPLOY_SSH_OPTS says: ssh keeps the first value it is given of an option."""
+    home, port = sshd
+    pin(home / "known_hosts", port, home / "other_key.pub")
+    proc = run_here(
+        ["deploy/deploy.sh", "deploy"], deploy_env(home, port, DEPLOY_SSH_OPTS=ssh_opts)
+    )
+    assert proc.returncode == 1
+    assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in proc.stderr, "ssh's own words are shown"
+    assert (
+        f"the server's host key is not the one pinned for [127.0.0.1]:{port} in "
+        f"{home / 'known_hosts'}: someone may be between you and the server"
+    ) in proc.stderr
+    assert "cannot reach" not in proc.stderr
+
+
+def test_with_the_pinned_key_ssh_gets_as_far_as_logging_in(sshd):
+    home, port = sshd
+    pin(home / "known_hosts", port, home / "host_key.pub")
+    proc = run_here(["deploy/deploy.sh", "deploy"], deploy_env(home, port))
+    assert proc.returncode == 1
+    assert "Permission denied" in proc.stderr, proc.stderr
+    assert f"cannot reach deploy@127.0.0.1 over SSH (port {port})" in proc.stderr
