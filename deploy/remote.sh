@@ -3,6 +3,10 @@
 #   remote.sh preflight | check R | lock WHO | unlock TOKEN|--force | activate R | rollback [R]
 #             | backup [NAME] | record RESULT R WHO MESSAGE | log | current
 set -euo pipefail
+# Everything it writes (the deploy log, the lock, backups) is the deploying user's alone, unless
+# made readable on purpose below. $DEPLOY_PATH, releases/ (each holds a .env) and backups/ are
+# 0700 as well (preflight), for what was made before this umask.
+umask 077
 
 : "${DEPLOY_PATH:?}" "${DEPLOY_PROJECT:?}" "${APP_IMAGE:?}"
 RELEASES=$DEPLOY_PATH/releases
@@ -26,6 +30,12 @@ preflight() {
   docker version --format '{{.Server.Version}}' >/dev/null || { echo "Docker is not running" >&2; exit 1; }
   docker compose version >/dev/null || { echo "Docker Compose v2 is missing" >&2; exit 1; }
   mkdir -p "$RELEASES" "$DEPLOY_PATH/backups" "$DEPLOY_PATH/proxy-dynamic"
+  chmod 0700 "$DEPLOY_PATH" "$RELEASES" "$DEPLOY_PATH/backups" ||
+    { echo "$DEPLOY_PATH and what is in it must belong to the deploying user, $(id -un)" >&2; exit 1; }
+  find "$DEPLOY_PATH/backups" -type f -exec chmod 0600 {} +
+  # Bind-mounted into Traefik, which reads it as root without CAP_DAC_OVERRIDE (compose.prod.yaml
+  # drops it): readable by all, as the repository's proxy/dynamic/ is.
+  chmod 0755 "$DEPLOY_PATH/proxy-dynamic"
   local free_mb
   free_mb=$(df -Pm "$DEPLOY_PATH" | awk 'NR == 2 {print $4}')
   ((free_mb >= ${DEPLOY_MIN_FREE_MB:-2048})) || { echo "only ${free_mb} MB free under $DEPLOY_PATH" >&2; exit 1; }
@@ -196,7 +206,7 @@ sync_proxy_config() { # RELEASE: changed files only, each replaced by a rename
   for file in "$src"/*; do
     name=$(basename "$file")
     cmp -s "$file" "$dst/$name" && continue
-    cp "$file" "$dst/.$name.tmp" && mv -f "$dst/.$name.tmp" "$dst/$name"
+    cp "$file" "$dst/.$name.tmp" && chmod 0644 "$dst/.$name.tmp" && mv -f "$dst/.$name.tmp" "$dst/$name"
   done
 }
 

@@ -1,7 +1,8 @@
 """make deploy against a real SSH server: an sshd on a loopback port, with this machine's Docker
 Engine behind it and its own deploy path, its host key pinned (make deploy-trust). Release 1,
 release 2 under load (zero failed requests), a broken release 3 (deployed uncommitted) that must
-leave release 2 serving, a rollback to release 1, the lock, the log and the backups."""
+leave release 2 serving, a rollback to release 1, the lock, the log, the backups and who may read
+them."""
 
 from __future__ import annotations
 
@@ -242,6 +243,10 @@ def releases(srv: Path) -> list[str]:
     return sorted(p.name for p in (srv / "releases").iterdir())
 
 
+def mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
 class SteadyLoad:
     """GET /health through Traefik as fast as one connection allows, counting every outcome."""
 
@@ -284,6 +289,10 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
     wait_until(lambda: serving_release(client) == 1, within=30)
     release_1 = releases(srv)[-1]
     assert (srv / "current").resolve().name == release_1
+    # Only the deploying user reaches the server's files.
+    for private in (srv, srv / "releases", srv / "backups"):
+        assert mode(private) == 0o700, private
+    assert mode(srv / "current" / ".env") == 0o600
     token = run(
         [*current_compose(srv), "exec", "-T", "api", "python", "-m", "api.token", "deploy-test"],
         env=env,
@@ -399,6 +408,7 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
     dumps = sorted((srv / "backups").glob("before-*.dump"))
     assert len(dumps) >= 2
     assert all(d.stat().st_size > 1000 for d in dumps)
+    assert {mode(d) for d in dumps} == {0o600}
 
     # Two deploys at once: the second fails naming the first, whose lock it leaves alone.
     commit_release(source, 4)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -142,18 +143,36 @@ def test_a_dirty_release_ships_the_working_tree_it_was_built_from(tmp_path):
     assert git(repo, "status", "--porcelain") == status_before, "the real index is left alone"
 
 
-# remote.sh as the server runs it, on a temporary DEPLOY_PATH.
+# remote.sh as the server runs it, on a temporary DEPLOY_PATH, with a stand-in for docker: a
+# database when $DEPLOY_PATH/current exists.
+FAKE_DOCKER = """#!/usr/bin/env bash
+case "$*" in
+  "version --format"*) echo 27.0.0 ;;
+  "compose version") echo v2.30.0 ;;
+  *" ps -q db") [[ ! -e $DEPLOY_PATH/current ]] || echo 0123456789ab ;;
+  *" exec -T db "*) echo "PGDMP a dump" ;;
+  *) echo "fake docker: $*" >&2; exit 1 ;;
+esac
+"""
+
+
 def remote(deploy_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    fake = deploy_path.parent / "fake-bin"
+    if not fake.exists():
+        fake.mkdir()
+        (fake / "docker").write_text(FAKE_DOCKER)
+        (fake / "docker").chmod(0o755)
     return subprocess.run(
         ["bash", str(ROOT / "deploy" / "remote.sh"), *args],
         capture_output=True,
         text=True,
         timeout=60,
         env={
-            "PATH": os.environ["PATH"],
+            "PATH": f"{fake}:{os.environ['PATH']}",
             "DEPLOY_PATH": str(deploy_path),
             "DEPLOY_PROJECT": "kit-unit",
             "APP_IMAGE": "kit-unit",
+            "DEPLOY_MIN_FREE_MB": "1",
             "DEPLOY_LOCK_TIMEOUT": "0",
             **env,
         },
@@ -323,3 +342,53 @@ def test_with_the_pinned_key_ssh_gets_as_far_as_logging_in(sshd):
     assert proc.returncode == 1
     assert "Permission denied" in proc.stderr, proc.stderr
     assert f"cannot reach deploy@127.0.0.1 over SSH (port {port})" in proc.stderr
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_the_server_keeps_its_files_to_the_deploying_user(tmp_path):
+    srv = tmp_path / "srv"
+    # As the kit before this left it: made under a umask of 022.
+    (srv / "backups").mkdir(parents=True)
+    (srv / "releases" / "r1").mkdir(parents=True)
+    (srv / "backups" / "before-r1.dump").write_text("PGDMP")
+    for path in (srv, srv / "backups", srv / "releases"):
+        path.chmod(0o755)
+    (srv / "backups" / "before-r1.dump").chmod(0o644)
+    proc = remote(srv, "preflight")
+    assert proc.returncode == 0, proc.stderr
+    for directory in (srv, srv / "releases", srv / "backups"):
+        assert mode(directory) == 0o700, directory
+    assert mode(srv / "backups" / "before-r1.dump") == 0o600
+    assert mode(srv / "proxy-dynamic") == 0o755, "Traefik reads it without CAP_DAC_OVERRIDE"
+
+    (srv / "current").symlink_to("releases/r1")
+    proc = remote(srv, "backup", "manual")
+    assert proc.returncode == 0, proc.stderr
+    assert (srv / "backups" / "manual.dump").read_text() == "PGDMP a dump\n"
+    assert mode(srv / "backups" / "manual.dump") == 0o600
+    assert remote(srv, "record", "success", "r1", "alice", "release 1").returncode == 0
+    assert mode(srv / "deploy.log") == 0o600
+    assert remote(srv, "lock", "alice").returncode == 0
+    assert mode(srv / "deploy.lock") == 0o700
+    assert mode(srv / "deploy.lock" / "token") == 0o600
+
+
+def test_proxy_config_stays_readable_to_traefik(tmp_path):
+    srv = tmp_path / "srv"
+    dynamic = srv / "releases" / "r1" / "proxy" / "dynamic"
+    dynamic.mkdir(parents=True)
+    (dynamic / "tls.yml").write_text("t: 1\n")
+    (srv / "proxy-dynamic").mkdir()
+    code = "\n".join(
+        [
+            "umask 077",
+            f"RELEASES={srv / 'releases'} DEPLOY_PATH={srv}",
+            shell_function("deploy/remote.sh", "sync_proxy_config"),
+            "sync_proxy_config r1",
+        ]
+    )
+    assert bash(code).returncode == 0
+    assert mode(srv / "proxy-dynamic" / "tls.yml") == 0o644
