@@ -10,6 +10,7 @@ PROD := $(COMPOSE) -f compose.yaml -f compose.prod.yaml
 SERVICE ?= api
 REPLICAS ?= 3
 SUBJECT ?= $(USER)
+SECRETS_DIR ?= secrets
 
 .PHONY: help
 help: ## List the targets
@@ -112,6 +113,10 @@ restore: ## Restore a backup into the local stack's database: make restore FILE=
 	$(COMPOSE) exec -T db sh -c 'pg_restore --clean --if-exists --no-owner --single-transaction -U "$$POSTGRES_USER" -d "$$POSTGRES_DB"' < "$(FILE)"
 	@# The item cache describes the data before the restore: empty it (db 0; the job queue is db 1).
 	$(COMPOSE) exec -T redis sh -c 'redis-cli $${REDIS_PASSWORD:+-a "$$REDIS_PASSWORD" --no-auth-warning} -n 0 FLUSHDB'
+
+.PHONY: secrets
+secrets: ## Create the missing production secret files in SECRETS_DIR (./secrets); never overwrites
+	deploy/secrets.sh "$(SECRETS_DIR)"
 
 .PHONY: deploy
 deploy: ## Deploy HEAD to the server in deploy.env: zero downtime, health-gated, rolls back on failure

@@ -28,11 +28,22 @@ upload_release() {
   mkdir -p "$dir"
   git archive "$tree" | tar -x -C "$dir"
   cp "$DEPLOY_ENV_FILE" "$dir/.env"
-  printf '\n# set by make deploy\nAPP_IMAGE=%s\nAPP_TAG=%s\nPROXY_DYNAMIC_DIR=%s/proxy-dynamic\n' \
-    "$APP_IMAGE" "$release" "$DEPLOY_PATH" >>"$dir/.env"
+  printf '\n# set by make deploy\nAPP_IMAGE=%s\nAPP_TAG=%s\nPROXY_DYNAMIC_DIR=%s/proxy-dynamic\nSECRETS_DIR=%s/secrets\n' \
+    "$APP_IMAGE" "$release" "$DEPLOY_PATH" "$DEPLOY_PATH" >>"$dir/.env"
   chmod 600 "$dir/.env"
   tar -C "$dir" -czf - . | "${SSH[@]}" "mkdir -p $(printf %q "$DEPLOY_PATH/releases/$release") &&
     tar -xzf - -C $(printf %q "$DEPLOY_PATH/releases/$release")"
+}
+
+# The secrets (check_secrets, lib.sh), into $DEPLOY_PATH/secrets/.incoming, where
+# `remote install_secrets` moves each into place: all of it under the 0700 secrets directory.
+upload_secrets() {
+  local incoming
+  incoming=$(printf %q "$DEPLOY_PATH/secrets/.incoming")
+  # -h: a secret kept as a symlink travels as its file.
+  tar -c -h -f - -C "$DEPLOY_SECRETS_DIR" "${SECRETS[@]}" | "${SSH[@]}" "umask 077 && rm -rf $incoming &&
+    mkdir $incoming && tar -xf - --no-same-owner -C $incoming"
+  remote install_secrets "${SECRETS[@]}"
 }
 
 ship_images() {
@@ -88,6 +99,7 @@ deploy() {
   remote preflight || die "preflight failed on $DEPLOY_HOST"
   take_lock
   upload_release "$release"
+  upload_secrets
   remote check "$release" || die "the production env fails docker compose config (see above)"
   ship_images "$release"
   if ! remote activate "$release"; then
@@ -148,6 +160,7 @@ main() {
     return
   fi
   load_settings
+  [[ ${1:-deploy} != deploy ]] || check_secrets
   start_ssh
   trap stop_ssh EXIT
   case ${1:-deploy} in

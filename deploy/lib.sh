@@ -4,6 +4,9 @@
 die() { echo "deploy: $*" >&2; exit 1; }
 say() { echo "deploy: $*" >&2; }
 
+# The production secrets, one file each (compose.prod.yaml's `secrets:`, read from SECRETS_DIR).
+SECRETS=(postgres_password postgres_app_password redis_password jwt_secret)
+
 # Settings: deploy.env (kept out of git; see deploy/deploy.env.example), then the environment.
 # Arguments: the settings that must be set (default: the ones every command but deploy-trust needs).
 load_settings() {
@@ -14,7 +17,7 @@ load_settings() {
     source "$file"
     set +a
   fi
-  ((${#required[@]})) || required=(DEPLOY_HOST DEPLOY_PATH DEPLOY_ENV_FILE)
+  ((${#required[@]})) || required=(DEPLOY_HOST DEPLOY_PATH DEPLOY_ENV_FILE DEPLOY_SECRETS_DIR)
   for name in "${required[@]}"; do
     [[ -n ${!name:-} ]] || missing+=("$name")
   done
@@ -38,6 +41,28 @@ load_settings() {
     APP_IMAGE=$DEPLOY_REGISTRY/$APP_IMAGE
   fi
   case $DEPLOY_IMAGES in ship | build | registry) ;; *) die "DEPLOY_IMAGES must be ship, build or registry" ;; esac
+}
+
+# Before a deploy touches the server: every secret file is there, none is left in the env file
+# (where the kit kept them before), and git would never commit or ship them.
+check_secrets() {
+  local dir=${DEPLOY_SECRETS_DIR%/} name line value file ignored=0
+  [[ -d $dir ]] || die "DEPLOY_SECRETS_DIR=$dir: no such directory (make secrets SECRETS_DIR=$dir creates it)"
+  for name in "${SECRETS[@]}"; do
+    [[ -s $dir/$name ]] || die "secret $dir/$name is missing or empty (make secrets SECRETS_DIR=$dir creates the missing ones)"
+  done
+  # 1: in this repository and not ignored (0: ignored; 128: outside the repository).
+  git check-ignore -q "$dir/${SECRETS[0]}" 2>/dev/null || ignored=$?
+  ((ignored != 1)) || die "DEPLOY_SECRETS_DIR=$dir is in the repository and git does not ignore it: add it to .gitignore"
+  while IFS= read -r line || [[ -n $line ]]; do
+    [[ $line =~ ^[[:space:]]*(export[[:space:]]+)?(POSTGRES_PASSWORD|POSTGRES_APP_PASSWORD|REDIS_PASSWORD|JWT_SECRET)[[:space:]]*=[[:space:]]*(.*)$ ]] || continue
+    name=${BASH_REMATCH[2]} value=${BASH_REMATCH[3]}
+    value=${value%"${value##*[![:space:]]}"}
+    [[ -z $value || $value == '""' || $value == "''" || $value == \#* ]] && continue
+    file=$dir/$(tr '[:upper:]' '[:lower:]' <<<"$name")
+    die "DEPLOY_ENV_FILE=$DEPLOY_ENV_FILE still sets $name: production secrets are files now;" \
+      "move its value into $file (printf %s 'VALUE' >$file) and delete the line"
+  done <"$DEPLOY_ENV_FILE"
 }
 
 # The files a release ships, as a git tree: HEAD's; or, with uncommitted changes (a deploy refuses

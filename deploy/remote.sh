@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
 # Runs on the server (sent over SSH by deploy/lib.sh): everything that touches the running stack.
-#   remote.sh preflight | check R | lock WHO | unlock TOKEN|--force | activate R | rollback [R]
-#             | backup [NAME] | record RESULT R WHO MESSAGE | log | current
+#   remote.sh preflight | check R | lock WHO | unlock TOKEN|--force | install_secrets NAME...
+#             | activate R | rollback [R] | backup [NAME] | record RESULT R WHO MESSAGE | log | current
 set -euo pipefail
-# Everything it writes (the deploy log, the lock, backups) is the deploying user's alone, unless
-# made readable on purpose below. $DEPLOY_PATH, releases/ (each holds a .env) and backups/ are
-# 0700 as well (preflight), for what was made before this umask.
+# Everything it writes (the deploy log, the lock, backups, secrets) is the deploying user's alone,
+# unless made readable on purpose below. $DEPLOY_PATH, releases/ (each holds a .env),
+# backups/ and secrets/ are 0700 as well (preflight), for what was made before this umask.
 umask 077
 
 : "${DEPLOY_PATH:?}" "${DEPLOY_PROJECT:?}" "${APP_IMAGE:?}"
 RELEASES=$DEPLOY_PATH/releases
 LOCK=$DEPLOY_PATH/deploy.lock
+# The secret files are 0444 and their directory 0700. Compose bind-mounts each file into the
+# containers that use it, where the file keeps its host mode (a file secret's uid, gid and mode
+# are not applied: https://docs.docker.com/reference/compose-file/services/#secrets), and those
+# run as different users (postgres, redis, the app's 10001): so every user may read the file,
+# and the directory, which only the deploying user can enter, is the barrier on the host.
+SECRETS_PATH=$DEPLOY_PATH/secrets
 # Draining an old api container: each fact is read from where it is set, never copied here.
 # - The drain file is the api's DRAIN_FILE setting (core/settings.py, .env): the container creates
 #   it itself, `python -m api.drain on`, with the settings its /health/routable reads.
@@ -29,8 +35,8 @@ compose() {
 preflight() {
   docker version --format '{{.Server.Version}}' >/dev/null || { echo "Docker is not running" >&2; exit 1; }
   docker compose version >/dev/null || { echo "Docker Compose v2 is missing" >&2; exit 1; }
-  mkdir -p "$RELEASES" "$DEPLOY_PATH/backups" "$DEPLOY_PATH/proxy-dynamic"
-  chmod 0700 "$DEPLOY_PATH" "$RELEASES" "$DEPLOY_PATH/backups" ||
+  mkdir -p "$RELEASES" "$DEPLOY_PATH/backups" "$DEPLOY_PATH/proxy-dynamic" "$SECRETS_PATH"
+  chmod 0700 "$DEPLOY_PATH" "$RELEASES" "$DEPLOY_PATH/backups" "$SECRETS_PATH" ||
     { echo "$DEPLOY_PATH and what is in it must belong to the deploying user, $(id -un)" >&2; exit 1; }
   find "$DEPLOY_PATH/backups" -type f -exec chmod 0600 {} +
   # Bind-mounted into Traefik, which reads it as root without CAP_DAC_OVERRIDE (compose.prod.yaml
@@ -73,6 +79,18 @@ unlock() { # TOKEN: the lock if it is still the one `lock` gave TOKEN for | --fo
   else
     echo "the deploy lock is no longer this deploy's (make deploy-unlock broke it?): left as it is" >&2
   fi
+}
+
+install_secrets() { # NAME...: from secrets/.incoming (make deploy's upload), each by a rename if changed
+  local incoming=$SECRETS_PATH/.incoming name
+  for name in "$@"; do
+    [[ -s $incoming/$name ]] || { echo "secret $name did not arrive" >&2; exit 1; }
+    chmod 0444 "$incoming/$name"
+    # Unchanged: left alone, so running containers and the host see the same file.
+    cmp -s "$incoming/$name" "$SECRETS_PATH/$name" || mv -f "$incoming/$name" "$SECRETS_PATH/$name"
+    chmod 0444 "$SECRETS_PATH/$name"
+  done
+  rm -rf "$incoming"
 }
 
 record() { # RESULT RELEASE WHO MESSAGE: one line a deploy, appended, never rewritten
@@ -245,7 +263,7 @@ rollback() { # [RELEASE]: the previous release (default) serves again; no migrat
 }
 
 case ${1:-} in
-  preflight | check | lock | unlock | activate | rollback | backup | record | current) "$@" ;;
+  preflight | check | lock | unlock | install_secrets | activate | rollback | backup | record | current) "$@" ;;
   log) cat "$DEPLOY_PATH/deploy.log" 2>/dev/null || echo "no deploys yet" ;;
-  *) echo "usage: remote.sh preflight|check|lock|unlock|activate|rollback|backup|record|log|current" >&2; exit 2 ;;
+  *) echo "usage: remote.sh preflight|check|lock|unlock|install_secrets|activate|rollback|backup|record|log|current" >&2; exit 2 ;;
 esac

@@ -1,8 +1,8 @@
 """make deploy against a real SSH server: an sshd on a loopback port, with this machine's Docker
-Engine behind it and its own deploy path, its host key pinned (make deploy-trust). Release 1,
-release 2 under load (zero failed requests), a broken release 3 (deployed uncommitted) that must
-leave release 2 serving, a rollback to release 1, the lock, the log, the backups and who may read
-them."""
+Engine behind it and its own deploy path. Its host key pinned (make deploy-trust), the secrets as
+files. Release 1, release 2 under load (zero failed requests), a broken release 3 (deployed
+uncommitted) that must leave release 2 serving, a rollback to release 1, the lock, the log, the
+backups and who may read them."""
 
 from __future__ import annotations
 
@@ -43,6 +43,13 @@ API_HOST = {"Host": "api.localhost"}
 # A job that runs through the rollout (a few seconds of the worker's CPU): finished once.
 JOB_COST = 3_000_000
 DRAIN_FILE = "/tmp/kit-deploy-test.drain"  # noqa: S108 - in the api container's tmpfs
+# The production secrets, as files (DEPLOY_SECRETS_DIR): the JWT secret is 32 bytes or more.
+SECRETS = {
+    "postgres_password": "deploy-test-postgres-0b6f2e",
+    "postgres_app_password": "deploy-test-app-4c1d9a",
+    "redis_password": "deploy-test-redis-7e3a51",
+    "jwt_secret": "deploy-test-jwt-secret-0123456789abcdef",
+}
 BROKEN_HEALTH = 'return JSONResponse({"broken": 1}, 500)'
 READY_PATCH = (
     "return JSONResponse(body, status_code=503 if failed else 200)",
@@ -79,18 +86,20 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def workspace(server, tmp_path_factory):
-    """A clone of this repository to deploy from, its production env, and the server's path; the
-    server's host key pinned and committed, as the README has it done."""
+    """A clone of this repository to deploy from, its production env and secrets, and the
+    server's path; the server's host key pinned and committed, as the README has it done."""
     root = tmp_path_factory.mktemp("deploy")
     source = root / "src"
     run(["git", "clone", "-q", str(stack_module.ROOT), str(source)])
     run(["git", "config", "user.email", "deploy-test@example.com"], cwd=source)
     run(["git", "config", "user.name", "deploy test"], cwd=source)
+    secrets = root / "secrets"
+    secrets.mkdir(mode=0o700)
+    for name, value in SECRETS.items():
+        (secrets / name).write_text(value)
     env_file = root / "production.env"
     env_file.write_text(
-        "POSTGRES_PASSWORD=deploy-test-db\nREDIS_PASSWORD=deploy-test-redis\n"
-        "JWT_SECRET=deploy-test-jwt-secret-0123456789\nACME_EMAIL=ops@example.com\n"
-        "API_DOMAIN=api.localhost\n"
+        "ACME_EMAIL=ops@example.com\nAPI_DOMAIN=api.localhost\n"
         # Nothing leaves this machine: the ACME directory is a closed loopback port.
         "ACME_CA_SERVER=https://127.0.0.1:9/directory\n"
         f"HTTP_PORT=38080\nHTTPS_PORT={HTTPS_PORT}\nEDGE_SUBNET=172.30.252.0/24\n"
@@ -106,6 +115,7 @@ def workspace(server, tmp_path_factory):
         "DEPLOY_PORT": str(SSH_PORT),
         "DEPLOY_PATH": str(root / "srv"),
         "DEPLOY_ENV_FILE": str(env_file),
+        "DEPLOY_SECRETS_DIR": str(secrets),
         "DEPLOY_PROJECT": PROJECT,
         "DEPLOY_SSH_OPTS": f"-i {server / 'client_key'} -o LogLevel=ERROR",
         "DEPLOY_HEALTH_URL": f"https://api.localhost:{HTTPS_PORT}/ready",
@@ -289,8 +299,14 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
     wait_until(lambda: serving_release(client) == 1, within=30)
     release_1 = releases(srv)[-1]
     assert (srv / "current").resolve().name == release_1
-    # Only the deploying user reaches the server's files.
-    for private in (srv, srv / "releases", srv / "backups"):
+    # The release's .env names the secrets directory, and holds no secret; only the deploying
+    # user reaches any of it.
+    dotenv = (srv / "current" / ".env").read_text()
+    assert f"\nSECRETS_DIR={srv / 'secrets'}\n" in dotenv
+    assert not [name for name, value in SECRETS.items() if value in dotenv]
+    assert {p.name: p.read_text() for p in (srv / "secrets").iterdir()} == SECRETS
+    assert {mode(p) for p in (srv / "secrets").iterdir()} == {0o444}
+    for private in (srv, srv / "releases", srv / "backups", srv / "secrets"):
         assert mode(private) == 0o700, private
     assert mode(srv / "current" / ".env") == 0o600
     token = run(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import subprocess
 
 import pytest
@@ -46,4 +47,32 @@ def test_help_lists_every_target_with_one_line():
     text = re.sub(r"\x1b\[[0-9;]*m", "", make("help").stdout)
     helped = re.findall(r"^  ([a-z][a-z-]*) +(\S.*)$", text, flags=re.M)
     assert [name for name, _ in helped] == targets
-    assert "deploy-trust" in targets
+    assert {"secrets", "deploy-trust"} <= set(targets)
+
+
+def test_make_secrets_creates_only_what_is_missing(tmp_path):
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "jwt_secret").write_text("kept as it is")
+    first = make("secrets", f"SECRETS_DIR={secrets}")
+    assert first.returncode == 0, first.stderr
+    created = ["postgres_password", "postgres_app_password", "redis_password"]
+    assert re.findall(r"^created .*/(\w+)$", first.stdout, flags=re.M) == created
+    assert (secrets / "jwt_secret").read_text() == "kept as it is"
+    values = {(secrets / name).read_text() for name in created}
+    assert len(values) == 3
+    assert all(re.fullmatch(r"[0-9a-f]{64}", value) for value in values), "no newline either"
+    assert stat.S_IMODE(secrets.stat().st_mode) == 0o700
+    assert {stat.S_IMODE((secrets / name).stat().st_mode) for name in created} == {0o444}
+
+    again = make("secrets", f"SECRETS_DIR={secrets}")
+    assert again.returncode == 0
+    assert "\ncreated " not in f"\n{again.stdout}"
+    assert "nothing created" in again.stdout
+    assert {(secrets / name).read_text() for name in created} == values
+
+
+def test_the_default_secrets_directory_is_ignored_by_git():
+    for path in ("secrets/jwt_secret", "secrets.production/jwt_secret"):
+        ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT, check=False)
+        assert ignored.returncode == 0, f"{path} is not ignored"

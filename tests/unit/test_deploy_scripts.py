@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -256,7 +257,7 @@ def sshd(tmp_path_factory):
 
 def deploy_env(home: Path, port: int, **extra: str) -> dict[str, str]:
     env_file = home / "production.env"
-    env_file.write_text("API_DOMAIN=api.example.com\n")
+    env_file.write_text(CLEAN_ENV)
     return {
         "PATH": os.environ["PATH"],
         "HOME": str(home),
@@ -265,6 +266,7 @@ def deploy_env(home: Path, port: int, **extra: str) -> dict[str, str]:
         "DEPLOY_PORT": str(port),
         "DEPLOY_PATH": "/srv/kit",
         "DEPLOY_ENV_FILE": str(env_file),
+        "DEPLOY_SECRETS_DIR": str(secrets_dir(home / "secrets")),
         "DEPLOY_KNOWN_HOSTS": str(home / "known_hosts"),
         **extra,
     }
@@ -359,7 +361,7 @@ def test_the_server_keeps_its_files_to_the_deploying_user(tmp_path):
     (srv / "backups" / "before-r1.dump").chmod(0o644)
     proc = remote(srv, "preflight")
     assert proc.returncode == 0, proc.stderr
-    for directory in (srv, srv / "releases", srv / "backups"):
+    for directory in (srv, srv / "releases", srv / "backups", srv / "secrets"):
         assert mode(directory) == 0o700, directory
     assert mode(srv / "backups" / "before-r1.dump") == 0o600
     assert mode(srv / "proxy-dynamic") == 0o755, "Traefik reads it without CAP_DAC_OVERRIDE"
@@ -392,3 +394,138 @@ def test_proxy_config_stays_readable_to_traefik(tmp_path):
     )
     assert bash(code).returncode == 0
     assert mode(srv / "proxy-dynamic" / "tls.yml") == 0o644
+
+
+SECRET_NAMES = ["postgres_password", "postgres_app_password", "redis_password", "jwt_secret"]
+
+
+def lib_secrets() -> list[str]:
+    proc = bash(f"source {ROOT / 'deploy' / 'lib.sh'}\nprintf '%s\\n' \"${{SECRETS[@]}}\"")
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.split()
+
+
+def test_the_secret_names_are_the_four_the_kit_uses():
+    assert lib_secrets() == SECRET_NAMES
+
+
+class ComposeLoader(yaml.SafeLoader):
+    """YAML as Compose writes it: its tags (!override, !reset) read as nothing."""
+
+
+ComposeLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
+def test_the_deployed_secrets_are_the_ones_the_production_overlay_reads():
+    overlay = yaml.load((ROOT / "compose.prod.yaml").read_text(), Loader=ComposeLoader)  # noqa: S506 - a SafeLoader
+    if "secrets" not in overlay:
+        pytest.skip("compose.prod.yaml reads no secret files yet")
+    assert sorted(lib_secrets()) == sorted(overlay["secrets"])
+    for name, spec in overlay["secrets"].items():
+        assert spec == {"file": f"${{SECRETS_DIR:-./secrets}}/{name}"}, "where deploy puts it"
+
+
+def secrets_dir(path: Path, **files: str) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    for name in SECRET_NAMES:
+        (path / name).write_text(files.get(name, f"{name}-value-0123456789abcdef0123456789"))
+    return path
+
+
+def check_secrets(cwd: Path, secrets: Path, env_file: str) -> subprocess.CompletedProcess[str]:
+    (cwd / "production.env").write_text(env_file)
+    code = (
+        f"source {ROOT / 'deploy' / 'lib.sh'}\n"
+        f"DEPLOY_SECRETS_DIR={secrets} DEPLOY_ENV_FILE={cwd / 'production.env'}\ncheck_secrets"
+    )
+    return bash(code, cwd=cwd)
+
+
+CLEAN_ENV = (
+    "API_DOMAIN=api.example.com\nPOSTGRES_USER=app\n"
+    # Emptied, commented out or left out: nothing to move.
+    "JWT_SECRET=\nPOSTGRES_APP_PASSWORD=''\n# REDIS_PASSWORD=old\n"
+)
+
+
+def test_a_deploy_takes_its_secrets_from_files(tmp_path):
+    proc = check_secrets(tmp_path, secrets_dir(tmp_path / "secrets"), CLEAN_ENV)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("name", SECRET_NAMES)
+def test_a_deploy_refuses_a_missing_or_empty_secret_naming_it(tmp_path, name):
+    secrets = secrets_dir(tmp_path / "secrets")
+    (secrets / name).unlink()
+    missing = check_secrets(tmp_path, secrets, CLEAN_ENV)
+    assert missing.returncode == 1
+    assert f"{secrets}/{name} is missing or empty" in missing.stderr
+    assert "make secrets" in missing.stderr
+    (secrets / name).write_text("")
+    empty = check_secrets(tmp_path, secrets, CLEAN_ENV)
+    assert empty.returncode == 1
+    assert f"{secrets}/{name} is missing or empty" in empty.stderr
+
+
+@pytest.mark.parametrize(
+    ("line", "name"),
+    [
+        ("POSTGRES_PASSWORD=hunter2", "POSTGRES_PASSWORD"),
+        ("POSTGRES_APP_PASSWORD=app-secret", "POSTGRES_APP_PASSWORD"),
+        ('export REDIS_PASSWORD = "r3dis"', "REDIS_PASSWORD"),
+        ("  JWT_SECRET=0123456789abcdef0123456789abcdef", "JWT_SECRET"),
+    ],
+)
+def test_a_deploy_refuses_an_env_file_that_still_holds_a_secret(tmp_path, line, name):
+    """The upgrade from the kit that kept them in the env file: say where each value goes."""
+    proc = check_secrets(tmp_path, secrets_dir(tmp_path / "secrets"), CLEAN_ENV + line + "\n")
+    assert proc.returncode == 1
+    assert f"still sets {name}" in proc.stderr
+    assert f"{tmp_path}/secrets/{name.lower()}" in proc.stderr
+    assert line.split("=", 1)[1].strip(' "') not in proc.stderr, "the value is not echoed"
+
+
+def test_a_deploy_refuses_secrets_git_would_commit(tmp_path):
+    git(tmp_path, "init", "-q")
+    secrets = secrets_dir(tmp_path / "prod-secrets")
+    refused = check_secrets(tmp_path, secrets, CLEAN_ENV)
+    assert refused.returncode == 1
+    assert "git does not ignore it" in refused.stderr
+    (tmp_path / ".gitignore").write_text("/prod-secrets/\n")
+    assert check_secrets(tmp_path, secrets, CLEAN_ENV).returncode == 0
+
+
+def upload(srv: Path, **files: str) -> None:
+    """What deploy.sh's upload_secrets leaves on the server for install_secrets."""
+    incoming = srv / "secrets" / ".incoming"
+    incoming.mkdir(parents=True)
+    for name, text in files.items():
+        (incoming / name).write_text(text)
+
+
+def test_secrets_are_installed_readable_behind_a_closed_directory(tmp_path):
+    srv = tmp_path / "srv"
+    srv.mkdir()
+    assert remote(srv, "preflight").returncode == 0
+    upload(srv, **{name: f"{name}-1" for name in SECRET_NAMES})
+    proc = remote(srv, "install_secrets", *SECRET_NAMES)
+    assert proc.returncode == 0, proc.stderr
+    secrets = srv / "secrets"
+    assert mode(secrets) == 0o700
+    assert sorted(p.name for p in secrets.iterdir()) == sorted(SECRET_NAMES), ".incoming is gone"
+    for name in SECRET_NAMES:
+        assert (secrets / name).read_text() == f"{name}-1"
+        assert mode(secrets / name) == 0o444, "containers read it as other users"
+
+    # A changed secret is replaced by a rename; an unchanged one is left as it is.
+    inode = (secrets / "jwt_secret").stat().st_ino
+    upload(srv, **{name: f"{name}-1" for name in SECRET_NAMES} | {"redis_password": "rotated"})
+    assert remote(srv, "install_secrets", *SECRET_NAMES).returncode == 0
+    assert (secrets / "redis_password").read_text() == "rotated"
+    assert mode(secrets / "redis_password") == 0o444
+    assert (secrets / "jwt_secret").stat().st_ino == inode
+
+    upload(srv, **{name: "x" for name in SECRET_NAMES if name != "jwt_secret"})
+    proc = remote(srv, "install_secrets", *SECRET_NAMES)
+    assert proc.returncode == 1
+    assert "secret jwt_secret did not arrive" in proc.stderr
