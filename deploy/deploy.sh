@@ -20,6 +20,19 @@ release_name() {
   echo "$(date -u +%Y%m%dT%H%M%SZ)-$rev$dirty"
 }
 
+# What make deploy adds to the production env of RELEASE. Docker Compose reads COMPOSE_FILE and
+# COMPOSE_PROJECT_NAME from the .env of the directory it runs in ("Configure pre-defined
+# environment variables", https://docs.docker.com/compose/how-tos/environment-variables/envvars/;
+# a variable set in the shell or a -f/-p flag wins): so a plain `docker compose`, and the
+# Makefile's targets (make up, scale, logs, psql...), run in $DEPLOY_PATH/current on the server
+# act on the deployed project with the production overlay, as remote.sh's explicit flags do.
+release_env() {
+  printf '\n# set by make deploy\n'
+  printf '%s\n' "APP_IMAGE=$APP_IMAGE" "APP_TAG=$1" "PROXY_DYNAMIC_DIR=$DEPLOY_PATH/proxy-dynamic" \
+    "SECRETS_DIR=$DEPLOY_PATH/secrets" "COMPOSE_FILE=compose.yaml:compose.prod.yaml" \
+    "COMPOSE_PROJECT_NAME=$DEPLOY_PROJECT"
+}
+
 # The release: the files the images are built from (git archive of release_tree, lib.sh), the
 # production env, and what names it.
 upload_release() {
@@ -28,8 +41,7 @@ upload_release() {
   mkdir -p "$dir"
   git archive "$tree" | tar -x -C "$dir"
   cp "$DEPLOY_ENV_FILE" "$dir/.env"
-  printf '\n# set by make deploy\nAPP_IMAGE=%s\nAPP_TAG=%s\nPROXY_DYNAMIC_DIR=%s/proxy-dynamic\nSECRETS_DIR=%s/secrets\n' \
-    "$APP_IMAGE" "$release" "$DEPLOY_PATH" "$DEPLOY_PATH" >>"$dir/.env"
+  release_env "$release" >>"$dir/.env"
   chmod 600 "$dir/.env"
   tar -C "$dir" -czf - . | "${SSH[@]}" "mkdir -p $(printf %q "$DEPLOY_PATH/releases/$release") &&
     tar -xzf - -C $(printf %q "$DEPLOY_PATH/releases/$release")"

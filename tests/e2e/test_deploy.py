@@ -2,10 +2,11 @@
 Engine behind it and its own deploy path. Its host key pinned (make deploy-trust), the secrets as
 files. Release 1, release 2 under load (zero failed requests), a broken release 3 (deployed
 uncommitted) that must leave release 2 serving, a rollback to release 1, the lock, the log, the
-backups and who may read them."""
+backups and who may read them; then make scale, run on the server, in production mode."""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -257,6 +258,25 @@ def mode(path: Path) -> int:
     return path.stat().st_mode & 0o777
 
 
+def on_server(server: Path, source: Path, command: str) -> subprocess.CompletedProcess[str]:
+    """COMMAND in a login on the test server, as an operator types it there: sshd's environment,
+    none of this test's."""
+    ssh = ["ssh", "-p", str(SSH_PORT), "-i", str(server / "client_key"), "-o", "BatchMode=yes"]
+    ssh += ["-o", "StrictHostKeyChecking=yes", "-o", "LogLevel=ERROR"]
+    ssh += ["-o", f"UserKnownHostsFile={source / 'deploy' / 'known_hosts'}", "root@127.0.0.1"]
+    return run([*ssh, command], timeout=600)
+
+
+def api_containers() -> list[dict]:
+    """docker inspect of the deployed project's running api containers."""
+    project, service = (
+        f"label=com.docker.compose.project={PROJECT}",
+        "label=com.docker.compose.service=api",
+    )
+    ids = run(["docker", "ps", "-q", "--filter", project, "--filter", service]).stdout.split()
+    return json.loads(run(["docker", "inspect", *ids]).stdout) if ids else []
+
+
 class SteadyLoad:
     """GET /health through Traefik as fast as one connection allows, counting every outcome."""
 
@@ -299,10 +319,15 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
     wait_until(lambda: serving_release(client) == 1, within=30)
     release_1 = releases(srv)[-1]
     assert (srv / "current").resolve().name == release_1
-    # The release's .env names the secrets directory, and holds no secret; only the deploying
-    # user reaches any of it.
+    # The release's .env names the production overlay, the project and the secrets directory,
+    # and holds no secret; only the deploying user reaches any of it.
     dotenv = (srv / "current" / ".env").read_text()
-    assert f"\nSECRETS_DIR={srv / 'secrets'}\n" in dotenv
+    for line in (
+        f"SECRETS_DIR={srv / 'secrets'}",
+        "COMPOSE_FILE=compose.yaml:compose.prod.yaml",
+        f"COMPOSE_PROJECT_NAME={PROJECT}",
+    ):
+        assert f"\n{line}\n" in dotenv
     assert not [name for name, value in SECRETS.items() if value in dotenv]
     assert {p.name: p.read_text() for p in (srv / "secrets").iterdir()} == SECRETS
     assert {mode(p) for p in (srv / "secrets").iterdir()} == {0o444}
@@ -466,3 +491,29 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
     assert load.releases_seen[-1] == 4
     last = make(workspace, "deploy-log").stdout.splitlines()[-1].split("\t")
     assert last[1] == "rolled-back", last
+
+
+def test_make_scale_on_the_server_starts_production_containers(workspace, server):
+    """In the server's current/, the Makefile's plain `docker compose` is the deployed project
+    with the production overlay: deploy's .env says so (COMPOSE_FILE, COMPOSE_PROJECT_NAME)."""
+    source, srv, _ = workspace
+    if not (srv / "current").exists():  # run on its own: a release first
+        commit_release(source, 1)
+        make(workspace, "deploy")
+    release = (srv / "current").resolve().name
+    replicas = len(api_containers())
+    assert replicas >= 1
+    current = shlex.quote(str(srv / "current"))
+    on_server(server, source, f"cd {current} && make scale REPLICAS={replicas + 1}")
+    try:
+        scaled = api_containers()
+        assert len(scaled) == replicas + 1
+        for container in scaled:
+            name = container["Name"]
+            assert container["HostConfig"]["ReadonlyRootfs"] is True, name
+            assert "ALL" in container["HostConfig"]["CapDrop"], name
+            assert "ENVIRONMENT=production" in container["Config"]["Env"], name
+            assert container["Config"]["Image"] == f"kit-deploy-test-api:{release}", name
+    finally:
+        on_server(server, source, f"cd {current} && make scale REPLICAS={replicas}")
+    assert len(api_containers()) == replicas

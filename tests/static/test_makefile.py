@@ -50,6 +50,17 @@ def test_help_lists_every_target_with_one_line():
     assert {"secrets", "deploy-trust"} <= set(targets)
 
 
+def test_stack_targets_leave_the_compose_files_and_project_to_compose():
+    """On a server, deploy's .env names the production overlay and project (COMPOSE_FILE,
+    COMPOSE_PROJECT_NAME): a -f or -p here would override them."""
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^COMPOSE \?= docker compose$", makefile, flags=re.M)
+    recipes = [line for line in makefile.splitlines() if "$(COMPOSE)" in line and line[:1] == "\t"]
+    assert len(recipes) > 10
+    for line in recipes:
+        assert not re.search(r"\$\(COMPOSE\)\s+(-f|-p|--file|--project-name)\b", line), line
+
+
 def test_make_secrets_creates_only_what_is_missing(tmp_path):
     secrets = tmp_path / "secrets"
     secrets.mkdir()

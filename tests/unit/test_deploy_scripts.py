@@ -529,3 +529,33 @@ def test_secrets_are_installed_readable_behind_a_closed_directory(tmp_path):
     proc = remote(srv, "install_secrets", *SECRET_NAMES)
     assert proc.returncode == 1
     assert "secret jwt_secret did not arrive" in proc.stderr
+
+
+def release_env(**settings: str) -> dict[str, str]:
+    """What deploy.sh appends to a release's .env, as Compose reads it."""
+    code = shell_function("deploy/deploy.sh", "release_env") + '\nrelease_env "$1"'
+    env = {"PATH": os.environ["PATH"], **settings}
+    proc = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", code, "bash", "r1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=True,
+    )
+    lines = [line for line in proc.stdout.splitlines() if line and not line.startswith("#")]
+    return dict(line.split("=", 1) for line in lines)
+
+
+def test_a_release_env_makes_plain_compose_the_deployed_production_project():
+    """On the server, `docker compose` (and every make target) in current/ reads these."""
+    env = release_env(APP_IMAGE="kit", DEPLOY_PATH="/srv/kit", DEPLOY_PROJECT="kit-prod")
+    assert env == {
+        "APP_IMAGE": "kit",
+        "APP_TAG": "r1",
+        "PROXY_DYNAMIC_DIR": "/srv/kit/proxy-dynamic",
+        "SECRETS_DIR": "/srv/kit/secrets",
+        "COMPOSE_FILE": "compose.yaml:compose.prod.yaml",
+        "COMPOSE_PROJECT_NAME": "kit-prod",
+    }
+    assert all((ROOT / name).is_file() for name in env["COMPOSE_FILE"].split(":"))
