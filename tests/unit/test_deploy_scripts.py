@@ -3,6 +3,7 @@ the whole deploy against a real sshd and Docker."""
 
 from __future__ import annotations
 
+import getpass
 import os
 import re
 import socket
@@ -145,13 +146,24 @@ def test_a_dirty_release_ships_the_working_tree_it_was_built_from(tmp_path):
 
 
 # remote.sh as the server runs it, on a temporary DEPLOY_PATH, with a stand-in for docker: a
-# database when $DEPLOY_PATH/current exists.
+# database when $DEPLOY_PATH/current exists; containers that never start; its calls in
+# $DEPLOY_PATH/docker.calls. With $DEPLOY_PATH/steal-lock, the operator breaks the deploy's lock
+# while it starts containers, and another deploy takes it.
 FAKE_DOCKER = """#!/usr/bin/env bash
+echo "$*" >>"$DEPLOY_PATH/docker.calls"
 case "$*" in
   "version --format"*) echo 27.0.0 ;;
   "compose version") echo v2.30.0 ;;
   *" ps -q db") [[ ! -e $DEPLOY_PATH/current ]] || echo 0123456789ab ;;
   *" exec -T db "*) echo "PGDMP a dump" ;;
+  *" config --quiet" | *" build api worker") ;;
+  *" up -d --wait db redis proxy")
+    if [[ -e $DEPLOY_PATH/steal-lock ]]; then
+      rm -rf "$DEPLOY_PATH/deploy.lock" && mkdir "$DEPLOY_PATH/deploy.lock"
+      echo bob >"$DEPLOY_PATH/deploy.lock/owner"
+      echo bobs-token >"$DEPLOY_PATH/deploy.lock/token"
+    fi
+    echo "container kit-db-1 is unhealthy" >&2; exit 1 ;;
   *) echo "fake docker: $*" >&2; exit 1 ;;
 esac
 """
@@ -218,23 +230,28 @@ def test_a_stale_deploy_cannot_unlock_a_newer_one_and_the_operator_can(tmp_path)
     assert (nothing.returncode, nothing.stderr.strip()) == (0, "no lock to break")
 
 
-# The server's host key, against a local sshd: only the key exchange matters here (nobody logs in).
+# A local sshd as the server: its host key, and for this user with client_key, a login whose
+# `docker` is a stand-in (FAKE_DOCKER): a deploy runs up to the containers, which it cannot start.
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory):
     if not Path("/usr/sbin/sshd").exists():
         pytest.skip("no sshd (openssh-server)")
     home = tmp_path_factory.mktemp("sshd")
-    for key in ("host_key", "other_key"):
+    for key in ("host_key", "other_key", "client_key"):
         subprocess.run(
             ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(home / key)], check=True
         )
+    (home / "bin").mkdir()
+    (home / "bin" / "docker").write_text(FAKE_DOCKER)
+    (home / "bin" / "docker").chmod(0o755)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     (home / "sshd_config").write_text(
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {home / 'host_key'}\n"
-        "AuthorizedKeysFile none\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
-        f"StrictModes no\nUsePAM no\nPidFile {home / 'sshd.pid'}\n"
+        f"AuthorizedKeysFile {home / 'client_key.pub'}\nPermitRootLogin prohibit-password\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nStrictModes no\nUsePAM no\n"
+        f"PidFile {home / 'sshd.pid'}\nSetEnv PATH={home / 'bin'}:/usr/local/bin:/usr/bin:/bin\n"
     )
     if os.geteuid() == 0:
         Path("/run/sshd").mkdir(exist_ok=True)
@@ -559,3 +576,58 @@ def test_a_release_env_makes_plain_compose_the_deployed_production_project():
         "COMPOSE_PROJECT_NAME": "kit-prod",
     }
     assert all((ROOT / name).is_file() for name in env["COMPOSE_FILE"].split(":"))
+
+
+@pytest.mark.parametrize("stolen", [False, True], ids=["own lock", "lock taken over"])
+def test_a_deploy_ships_the_release_and_secrets_then_unlocks_only_its_own_lock(
+    sshd, tmp_path, stolen
+):
+    """make deploy over real SSH, up to the containers (the stand-in docker never starts them):
+    the release and its .env, the secrets, the modes, the log, and the lock released by token."""
+    home, port = sshd
+    pin(home / "known_hosts", port, home / "host_key.pub")
+    srv = tmp_path / "srv"
+    srv.mkdir()
+    if stolen:
+        (srv / "steal-lock").touch()
+    env = deploy_env(
+        home,
+        port,
+        DEPLOY_HOST=f"{getpass.getuser()}@127.0.0.1",
+        DEPLOY_PATH=str(srv),
+        DEPLOY_SSH_OPTS=f"-i {home / 'client_key'}",
+        DEPLOY_IMAGES="build",
+        DEPLOY_ALLOW_DIRTY="1",
+        DEPLOY_PROJECT="kit-unit",
+        DEPLOY_WHO="alice@laptop",
+        DEPLOY_MIN_FREE_MB="1",
+    )
+    secrets = Path(env["DEPLOY_SECRETS_DIR"])
+    proc = run_here(["deploy/deploy.sh", "deploy"], env)
+    assert proc.returncode == 1
+    assert "failed; the previous release is still serving" in proc.stderr, proc.stderr
+
+    (release,) = (srv / "releases").iterdir()
+    dotenv = (release / ".env").read_text()
+    assert dotenv.startswith(CLEAN_ENV)
+    assert dotenv.endswith(
+        f"SECRETS_DIR={srv}/secrets\nCOMPOSE_FILE=compose.yaml:compose.prod.yaml\n"
+        "COMPOSE_PROJECT_NAME=kit-unit\n"
+    )
+    assert mode(release / ".env") == 0o600
+    assert {p.name: p.read_text() for p in (srv / "secrets").iterdir()} == {
+        name: (secrets / name).read_text() for name in SECRET_NAMES
+    }
+    assert {mode(p) for p in (srv / "secrets").iterdir()} == {0o444}
+    for private in (srv, srv / "releases", srv / "backups", srv / "secrets"):
+        assert mode(private) == 0o700, private
+    calls = (srv / "docker.calls").read_text()
+    assert f"-f {release}/compose.yaml -f {release}/compose.prod.yaml config --quiet" in calls
+    assert "\tfailed\t" in (srv / "deploy.log").read_text()
+
+    if stolen:
+        assert (srv / "deploy.lock" / "owner").read_text() == "bob\n"
+        assert "the deploy lock is no longer this deploy's" in proc.stderr
+    else:
+        assert not (srv / "deploy.lock").exists()
+        assert "no longer this deploy's" not in proc.stderr
