@@ -39,8 +39,8 @@ preflight() {
   chmod 0700 "$DEPLOY_PATH" "$RELEASES" "$DEPLOY_PATH/backups" "$SECRETS_PATH" ||
     { echo "$DEPLOY_PATH and what is in it must belong to the deploying user, $(id -un)" >&2; exit 1; }
   find "$DEPLOY_PATH/backups" -type f -exec chmod 0600 {} +
-  # Bind-mounted into Traefik, which reads it as root without CAP_DAC_OVERRIDE (compose.prod.yaml
-  # drops it): readable by all, as the repository's proxy/dynamic/ is.
+  # Bind-mounted into Traefik, which has no capability (compose.prod.yaml), so no
+  # CAP_DAC_OVERRIDE, and may run as a user of its own: readable by all, as proxy/dynamic/ is.
   chmod 0755 "$DEPLOY_PATH/proxy-dynamic"
   local free_mb
   free_mb=$(df -Pm "$DEPLOY_PATH" | awk 'NR == 2 {print $4}')
