@@ -10,6 +10,7 @@ PROD := $(COMPOSE) -f compose.yaml -f compose.prod.yaml
 SERVICE ?= api
 REPLICAS ?= 3
 SUBJECT ?= $(USER)
+SECRETS_DIR ?= secrets
 
 .PHONY: help
 help: ## List the targets
@@ -113,6 +114,10 @@ restore: ## Restore a backup into the local stack's database: make restore FILE=
 	@# The item cache describes the data before the restore: empty it (db 0; the job queue is db 1).
 	$(COMPOSE) exec -T redis sh -c 'redis-cli $${REDIS_PASSWORD:+-a "$$REDIS_PASSWORD" --no-auth-warning} -n 0 FLUSHDB'
 
+.PHONY: secrets
+secrets: ## Create the missing production secret files in SECRETS_DIR (./secrets); never overwrites
+	deploy/secrets.sh "$(SECRETS_DIR)"
+
 .PHONY: deploy
 deploy: ## Deploy HEAD to the server in deploy.env: zero downtime, health-gated, rolls back on failure
 	deploy/deploy.sh deploy
@@ -128,6 +133,10 @@ deploy-log: ## Show the server's deploy log (who, when, release, result)
 .PHONY: deploy-unlock
 deploy-unlock: ## Break a stale deploy lock on the server (only if no deploy is running!)
 	deploy/deploy.sh unlock
+
+.PHONY: deploy-trust
+deploy-trust: ## Pin the server's SSH host key (shows its fingerprints; YES=1 pins without asking)
+	YES=$(YES) deploy/deploy.sh trust
 
 .PHONY: deploy-backup
 deploy-backup: ## pg_dump of the server's database, kept on the server under backups/

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# make deploy | rollback | deploy-log | deploy-unlock | deploy-backup: one server over SSH.
+# make deploy | rollback | deploy-log | deploy-unlock | deploy-backup | deploy-trust: one server
+# over SSH.
 #   deploy.sh deploy            build, ship, migrate, roll out with zero downtime, check, or roll back
 #   deploy.sh rollback [NAME]   the previous release (or NAME) serves again
 #   deploy.sh log | unlock | backup
+#   deploy.sh trust             pin the server's SSH host key (YES=1: without asking)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=deploy/lib.sh
@@ -18,6 +20,19 @@ release_name() {
   echo "$(date -u +%Y%m%dT%H%M%SZ)-$rev$dirty"
 }
 
+# What make deploy adds to the production env of RELEASE. Docker Compose reads COMPOSE_FILE and
+# COMPOSE_PROJECT_NAME from the .env of the directory it runs in ("Configure pre-defined
+# environment variables", https://docs.docker.com/compose/how-tos/environment-variables/envvars/;
+# a variable set in the shell or a -f/-p flag wins): so a plain `docker compose`, and the
+# Makefile's targets (make up, scale, logs, psql...), run in $DEPLOY_PATH/current on the server
+# act on the deployed project with the production overlay, as remote.sh's explicit flags do.
+release_env() {
+  printf '\n# set by make deploy\n'
+  printf '%s\n' "APP_IMAGE=$APP_IMAGE" "APP_TAG=$1" "PROXY_DYNAMIC_DIR=$DEPLOY_PATH/proxy-dynamic" \
+    "SECRETS_DIR=$DEPLOY_PATH/secrets" "COMPOSE_FILE=compose.yaml:compose.prod.yaml" \
+    "COMPOSE_PROJECT_NAME=$DEPLOY_PROJECT"
+}
+
 # The release: the files the images are built from (git archive of release_tree, lib.sh), the
 # production env, and what names it.
 upload_release() {
@@ -26,11 +41,21 @@ upload_release() {
   mkdir -p "$dir"
   git archive "$tree" | tar -x -C "$dir"
   cp "$DEPLOY_ENV_FILE" "$dir/.env"
-  printf '\n# set by make deploy\nAPP_IMAGE=%s\nAPP_TAG=%s\nPROXY_DYNAMIC_DIR=%s/proxy-dynamic\n' \
-    "$APP_IMAGE" "$release" "$DEPLOY_PATH" >>"$dir/.env"
+  release_env "$release" >>"$dir/.env"
   chmod 600 "$dir/.env"
   tar -C "$dir" -czf - . | "${SSH[@]}" "mkdir -p $(printf %q "$DEPLOY_PATH/releases/$release") &&
     tar -xzf - -C $(printf %q "$DEPLOY_PATH/releases/$release")"
+}
+
+# The secrets (check_secrets, lib.sh), into $DEPLOY_PATH/secrets/.incoming, where
+# `remote install_secrets` moves each into place: all of it under the 0700 secrets directory.
+upload_secrets() {
+  local incoming
+  incoming=$(printf %q "$DEPLOY_PATH/secrets/.incoming")
+  # -h: a secret kept as a symlink travels as its file.
+  tar -c -h -f - -C "$DEPLOY_SECRETS_DIR" "${SECRETS[@]}" | "${SSH[@]}" "umask 077 && rm -rf $incoming &&
+    mkdir $incoming && tar -xf - --no-same-owner -C $incoming"
+  remote install_secrets "${SECRETS[@]}"
 }
 
 ship_images() {
@@ -72,14 +97,21 @@ public_check() {
   return 1
 }
 
+# The server's deploy lock, released on exit with its token: only if it is still this deploy's
+# (make deploy-unlock may have broken it, and another deploy taken it since).
+take_lock() {
+  LOCK_TOKEN=$(remote lock "$DEPLOY_WHO")
+  trap 'remote unlock "$LOCK_TOKEN" || true; stop_ssh' EXIT
+}
+
 deploy() {
   local release
   release=$(release_name)
   say "release $release to $DEPLOY_HOST:$DEPLOY_PATH"
   remote preflight || die "preflight failed on $DEPLOY_HOST"
-  remote lock "$DEPLOY_WHO"
-  trap 'remote unlock || true; stop_ssh' EXIT
+  take_lock
   upload_release "$release"
+  upload_secrets
   remote check "$release" || die "the production env fails docker compose config (see above)"
   ship_images "$release"
   if ! remote activate "$release"; then
@@ -97,25 +129,60 @@ deploy() {
 }
 
 rollback() {
-  remote lock "$DEPLOY_WHO"
-  trap 'remote unlock || true; stop_ssh' EXIT
+  take_lock
   local back
   back=$(remote rollback "${1:-}") || die "rollback failed"
   remote record rollback "$back" "$DEPLOY_WHO" "requested"
   say "release $back is live again"
 }
 
+# make deploy-trust: the host keys the server sends, with their fingerprints to compare with the
+# server's own, pinned in DEPLOY_KNOWN_HOSTS once confirmed (replacing any pinned before).
+# ssh-keyscan reads no ssh_config: the host and port are ssh's own (-G), but no ProxyJump is used.
+trust() {
+  local keys answer
+  ssh_command
+  host_key_name
+  keys=$(ssh-keyscan -T 10 -p "$KEY_PORT" "$KEY_HOST" 2>/dev/null |
+    awk -v name="$KEY_NAME" '!/^#/ && NF >= 3 {print name, $2, $3}') || true
+  [[ -n $keys ]] || die "no host key from $KEY_HOST port $KEY_PORT (ssh-keyscan)"
+  say "the host keys $KEY_HOST port $KEY_PORT sends, by fingerprint:"
+  ssh-keygen -lf - <<<"$keys"
+  say "compare with the server's own (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub there)"
+  if [[ ${YES:-0} != 1 ]]; then
+    read -r -p "pin them for $KEY_NAME in $DEPLOY_KNOWN_HOSTS? [y/N] " answer || true
+    [[ $answer == [yY]* ]] || die "nothing pinned (YES=1 pins without asking)"
+  fi
+  mkdir -p "$(dirname "$DEPLOY_KNOWN_HOSTS")"
+  if [[ -f $DEPLOY_KNOWN_HOSTS ]] && ssh-keygen -F "$KEY_NAME" -f "$DEPLOY_KNOWN_HOSTS" >/dev/null; then
+    ssh-keygen -R "$KEY_NAME" -f "$DEPLOY_KNOWN_HOSTS" >/dev/null 2>&1
+    rm -f "$DEPLOY_KNOWN_HOSTS.old"
+  fi
+  echo "$keys" >>"$DEPLOY_KNOWN_HOSTS"
+  say "pinned in $DEPLOY_KNOWN_HOSTS"
+  if [[ -n $(git status --porcelain -- "$DEPLOY_KNOWN_HOSTS" 2>/dev/null) ]]; then
+    say "commit it: every deploy from this repository then checks the same key"
+  fi
+}
+
 main() {
+  if [[ ${1:-} == trust ]]; then
+    load_settings DEPLOY_HOST
+    trust
+    return
+  fi
   load_settings
+  [[ ${1:-deploy} != deploy ]] || check_secrets
   start_ssh
   trap stop_ssh EXIT
   case ${1:-deploy} in
     deploy) deploy ;;
     rollback) rollback "${2:-}" ;;
     log) remote log ;;
-    unlock) remote unlock && say "lock broken" ;;
+    # The operator's break of a stale lock, whoever holds it (remote.sh says who did).
+    unlock) remote unlock --force ;;
     backup) remote backup ;;
-    *) die "usage: deploy.sh deploy|rollback [RELEASE]|log|unlock|backup" ;;
+    *) die "usage: deploy.sh deploy|rollback [RELEASE]|log|unlock|backup|trust" ;;
   esac
 }
 

@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
 # Runs on the server (sent over SSH by deploy/lib.sh): everything that touches the running stack.
-#   remote.sh preflight | check R | lock WHO | unlock | activate R | rollback [R] | backup [NAME]
-#             | record RESULT R WHO MESSAGE | log | current
+#   remote.sh preflight | check R | lock WHO | unlock TOKEN|--force | install_secrets NAME...
+#             | activate R | rollback [R] | backup [NAME] | record RESULT R WHO MESSAGE | log | current
 set -euo pipefail
+# Everything it writes (the deploy log, the lock, backups, secrets) is the deploying user's alone,
+# unless made readable on purpose below. $DEPLOY_PATH, releases/ (each holds a .env),
+# backups/ and secrets/ are 0700 as well (preflight), for what was made before this umask.
+umask 077
 
 : "${DEPLOY_PATH:?}" "${DEPLOY_PROJECT:?}" "${APP_IMAGE:?}"
 RELEASES=$DEPLOY_PATH/releases
 LOCK=$DEPLOY_PATH/deploy.lock
+# The secret files are 0444 and their directory 0700. Compose bind-mounts each file into the
+# containers that use it, where the file keeps its host mode (a file secret's uid, gid and mode
+# are not applied: https://docs.docker.com/reference/compose-file/services/#secrets), and those
+# run as different users (postgres, redis, the app's 10001): so every user may read the file,
+# and the directory, which only the deploying user can enter, is the barrier on the host.
+SECRETS_PATH=$DEPLOY_PATH/secrets
 # Draining an old api container: each fact is read from where it is set, never copied here.
 # - The drain file is the api's DRAIN_FILE setting (core/settings.py, .env): the container creates
 #   it itself, `python -m api.drain on`, with the settings its /health/routable reads.
@@ -25,7 +35,13 @@ compose() {
 preflight() {
   docker version --format '{{.Server.Version}}' >/dev/null || { echo "Docker is not running" >&2; exit 1; }
   docker compose version >/dev/null || { echo "Docker Compose v2 is missing" >&2; exit 1; }
-  mkdir -p "$RELEASES" "$DEPLOY_PATH/backups" "$DEPLOY_PATH/proxy-dynamic"
+  mkdir -p "$RELEASES" "$DEPLOY_PATH/backups" "$DEPLOY_PATH/proxy-dynamic" "$SECRETS_PATH"
+  chmod 0700 "$DEPLOY_PATH" "$RELEASES" "$DEPLOY_PATH/backups" "$SECRETS_PATH" ||
+    { echo "$DEPLOY_PATH and what is in it must belong to the deploying user, $(id -un)" >&2; exit 1; }
+  find "$DEPLOY_PATH/backups" -type f -exec chmod 0600 {} +
+  # Bind-mounted into Traefik, which has no capability (compose.prod.yaml), so no
+  # CAP_DAC_OVERRIDE, and may run as a user of its own: readable by all, as proxy/dynamic/ is.
+  chmod 0755 "$DEPLOY_PATH/proxy-dynamic"
   local free_mb
   free_mb=$(df -Pm "$DEPLOY_PATH" | awk 'NR == 2 {print $4}')
   ((free_mb >= ${DEPLOY_MIN_FREE_MB:-2048})) || { echo "only ${free_mb} MB free under $DEPLOY_PATH" >&2; exit 1; }
@@ -43,10 +59,39 @@ lock() {
     fi
     sleep 2
   done
+  local token
+  token=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
+  echo "$token" >"$LOCK/token"
   echo "$1 since $(date -u +%FT%TZ)" >"$LOCK/owner"
+  echo "$token"
 }
 
-unlock() { rm -rf "$LOCK"; }
+unlock() { # TOKEN: the lock if it is still the one `lock` gave TOKEN for | --force: whoever holds it
+  if [[ ${1:-} == --force ]]; then
+    if [[ -d $LOCK ]]; then
+      echo "lock held by $(cat "$LOCK/owner" 2>/dev/null || echo unknown): broken" >&2
+      rm -rf "$LOCK"
+    else
+      echo "no lock to break" >&2
+    fi
+  elif [[ -n ${1:-} && $(cat "$LOCK/token" 2>/dev/null) == "$1" ]]; then
+    rm -rf "$LOCK"
+  else
+    echo "the deploy lock is no longer this deploy's (make deploy-unlock broke it?): left as it is" >&2
+  fi
+}
+
+install_secrets() { # NAME...: from secrets/.incoming (make deploy's upload), each by a rename if changed
+  local incoming=$SECRETS_PATH/.incoming name
+  for name in "$@"; do
+    [[ -s $incoming/$name ]] || { echo "secret $name did not arrive" >&2; exit 1; }
+    chmod 0444 "$incoming/$name"
+    # Unchanged: left alone, so running containers and the host see the same file.
+    cmp -s "$incoming/$name" "$SECRETS_PATH/$name" || mv -f "$incoming/$name" "$SECRETS_PATH/$name"
+    chmod 0444 "$SECRETS_PATH/$name"
+  done
+  rm -rf "$incoming"
+}
 
 record() { # RESULT RELEASE WHO MESSAGE: one line a deploy, appended, never rewritten
   printf '%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$1" "$2" "$3" "${4:-}" >>"$DEPLOY_PATH/deploy.log"
@@ -179,7 +224,7 @@ sync_proxy_config() { # RELEASE: changed files only, each replaced by a rename
   for file in "$src"/*; do
     name=$(basename "$file")
     cmp -s "$file" "$dst/$name" && continue
-    cp "$file" "$dst/.$name.tmp" && mv -f "$dst/.$name.tmp" "$dst/$name"
+    cp "$file" "$dst/.$name.tmp" && chmod 0644 "$dst/.$name.tmp" && mv -f "$dst/.$name.tmp" "$dst/$name"
   done
 }
 
@@ -218,7 +263,7 @@ rollback() { # [RELEASE]: the previous release (default) serves again; no migrat
 }
 
 case ${1:-} in
-  preflight | check | lock | unlock | activate | rollback | backup | record | current) "$@" ;;
+  preflight | check | lock | unlock | install_secrets | activate | rollback | backup | record | current) "$@" ;;
   log) cat "$DEPLOY_PATH/deploy.log" 2>/dev/null || echo "no deploys yet" ;;
-  *) echo "usage: remote.sh preflight|check|lock|unlock|activate|rollback|backup|record|log|current" >&2; exit 2 ;;
+  *) echo "usage: remote.sh preflight|check|lock|unlock|install_secrets|activate|rollback|backup|record|log|current" >&2; exit 2 ;;
 esac

@@ -1,10 +1,12 @@
 """make deploy against a real SSH server: an sshd on a loopback port, with this machine's Docker
-Engine behind it and its own deploy path. Release 1, release 2 under load (zero failed requests),
-a broken release 3 (deployed uncommitted) that must leave release 2 serving, a rollback to
-release 1, the lock, the log and the backups."""
+Engine behind it and its own deploy path. Its host key pinned (make deploy-trust), the secrets as
+files. Release 1, release 2 under load (zero failed requests), a broken release 3 (deployed
+uncommitted) that must leave release 2 serving, a rollback to release 1, the lock, the log, the
+backups and who may read them; then make scale, run on the server, in production mode."""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -42,6 +44,13 @@ API_HOST = {"Host": "api.localhost"}
 # A job that runs through the rollout (a few seconds of the worker's CPU): finished once.
 JOB_COST = 3_000_000
 DRAIN_FILE = "/tmp/kit-deploy-test.drain"  # noqa: S108 - in the api container's tmpfs
+# The production secrets, as files (DEPLOY_SECRETS_DIR): the JWT secret is 32 bytes or more.
+SECRETS = {
+    "postgres_password": "deploy-test-postgres-0b6f2e",
+    "postgres_app_password": "deploy-test-app-4c1d9a",
+    "redis_password": "deploy-test-redis-7e3a51",
+    "jwt_secret": "deploy-test-jwt-secret-0123456789abcdef",
+}
 BROKEN_HEALTH = 'return JSONResponse({"broken": 1}, 500)'
 READY_PATCH = (
     "return JSONResponse(body, status_code=503 if failed else 200)",
@@ -78,20 +87,26 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def workspace(server, tmp_path_factory):
-    """A clone of this repository to deploy from, its production env, and the server's path."""
+    """A clone of this repository to deploy from, its production env and secrets, and the
+    server's path; the server's host key pinned and committed, as the README has it done."""
     root = tmp_path_factory.mktemp("deploy")
     source = root / "src"
     run(["git", "clone", "-q", str(stack_module.ROOT), str(source)])
     run(["git", "config", "user.email", "deploy-test@example.com"], cwd=source)
     run(["git", "config", "user.name", "deploy test"], cwd=source)
+    secrets = root / "secrets"
+    secrets.mkdir(mode=0o700)
+    for name, value in SECRETS.items():
+        (secrets / name).write_text(value)
     env_file = root / "production.env"
     env_file.write_text(
-        "POSTGRES_PASSWORD=deploy-test-db\nREDIS_PASSWORD=deploy-test-redis\n"
-        "JWT_SECRET=deploy-test-jwt-secret-0123456789\nACME_EMAIL=ops@example.com\n"
-        "API_DOMAIN=api.localhost\n"
+        "ACME_EMAIL=ops@example.com\nAPI_DOMAIN=api.localhost\n"
         # Nothing leaves this machine: the ACME directory is a closed loopback port.
         "ACME_CA_SERVER=https://127.0.0.1:9/directory\n"
-        f"HTTP_PORT=38080\nHTTPS_PORT={HTTPS_PORT}\nEDGE_SUBNET=172.30.252.0/24\n"
+        f"HTTP_PORT=38080\nHTTPS_PORT={HTTPS_PORT}\n"
+        # The edge network, off the test stack's and a developer's, by its old name and its new
+        # one (EDGE_SUBNET, EDGE_NETWORK_PREFIX): compose.yaml reads one of them.
+        "EDGE_SUBNET=172.30.252.0/24\nEDGE_NETWORK_PREFIX=172.30.252\n"
         f"NOFILE_LIMIT={stack_module.compose_env()['NOFILE_LIMIT']}\n"
         # Not the default: the deploy must drain through the api's own setting.
         f"DRAIN_FILE={DRAIN_FILE}\n"
@@ -104,9 +119,9 @@ def workspace(server, tmp_path_factory):
         "DEPLOY_PORT": str(SSH_PORT),
         "DEPLOY_PATH": str(root / "srv"),
         "DEPLOY_ENV_FILE": str(env_file),
+        "DEPLOY_SECRETS_DIR": str(secrets),
         "DEPLOY_PROJECT": PROJECT,
-        "DEPLOY_SSH_OPTS": f"-i {server / 'client_key'} -o StrictHostKeyChecking=no "
-        "-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
+        "DEPLOY_SSH_OPTS": f"-i {server / 'client_key'} -o LogLevel=ERROR",
         "DEPLOY_HEALTH_URL": f"https://api.localhost:{HTTPS_PORT}/ready",
         "DEPLOY_HEALTH_CURL_OPTS": f"-k --resolve api.localhost:{HTTPS_PORT}:127.0.0.1",
         "DEPLOY_HEALTH_TIMEOUT": "90",
@@ -114,6 +129,15 @@ def workspace(server, tmp_path_factory):
         "DEPLOY_WHO": "deploy-test",
         "APP_IMAGE": "kit-deploy-test",
     }
+    # The host key: unknown, the deploy refuses to connect; pinned, the one the server has.
+    unpinned = run(["make", "--no-print-directory", "deploy-log"], cwd=source, env=env, check=False)
+    assert unpinned.returncode != 0
+    assert "host key is not pinned: run make deploy-trust" in unpinned.stderr
+    trusted = run(["make", "--no-print-directory", "deploy-trust", "YES=1"], cwd=source, env=env)
+    host_key = run(["ssh-keygen", "-lf", str(server / "host_key.pub")]).stdout.split()[1]
+    assert host_key in trusted.stdout
+    run(["git", "add", "deploy/known_hosts"], cwd=source)
+    run(["git", "commit", "-qm", "pin the test server's host key"], cwd=source)
     yield source, root / "srv", env
     srv = root / "srv"
     compose = (
@@ -233,6 +257,29 @@ def releases(srv: Path) -> list[str]:
     return sorted(p.name for p in (srv / "releases").iterdir())
 
 
+def mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def on_server(server: Path, source: Path, command: str) -> subprocess.CompletedProcess[str]:
+    """COMMAND in a login on the test server, as an operator types it there: sshd's environment,
+    none of this test's."""
+    ssh = ["ssh", "-p", str(SSH_PORT), "-i", str(server / "client_key"), "-o", "BatchMode=yes"]
+    ssh += ["-o", "StrictHostKeyChecking=yes", "-o", "LogLevel=ERROR"]
+    ssh += ["-o", f"UserKnownHostsFile={source / 'deploy' / 'known_hosts'}", "root@127.0.0.1"]
+    return run([*ssh, command], timeout=600)
+
+
+def api_containers() -> list[dict]:
+    """docker inspect of the deployed project's running api containers."""
+    project, service = (
+        f"label=com.docker.compose.project={PROJECT}",
+        "label=com.docker.compose.service=api",
+    )
+    ids = run(["docker", "ps", "-q", "--filter", project, "--filter", service]).stdout.split()
+    return json.loads(run(["docker", "inspect", *ids]).stdout) if ids else []
+
+
 class SteadyLoad:
     """GET /health through Traefik as fast as one connection allows, counting every outcome."""
 
@@ -275,6 +322,21 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
     wait_until(lambda: serving_release(client) == 1, within=30)
     release_1 = releases(srv)[-1]
     assert (srv / "current").resolve().name == release_1
+    # The release's .env names the production overlay, the project and the secrets directory,
+    # and holds no secret; only the deploying user reaches any of it.
+    dotenv = (srv / "current" / ".env").read_text()
+    for line in (
+        f"SECRETS_DIR={srv / 'secrets'}",
+        "COMPOSE_FILE=compose.yaml:compose.prod.yaml",
+        f"COMPOSE_PROJECT_NAME={PROJECT}",
+    ):
+        assert f"\n{line}\n" in dotenv
+    assert not [name for name, value in SECRETS.items() if value in dotenv]
+    assert {p.name: p.read_text() for p in (srv / "secrets").iterdir()} == SECRETS
+    assert {mode(p) for p in (srv / "secrets").iterdir()} == {0o444}
+    for private in (srv, srv / "releases", srv / "backups", srv / "secrets"):
+        assert mode(private) == 0o700, private
+    assert mode(srv / "current" / ".env") == 0o600
     token = run(
         [*current_compose(srv), "exec", "-T", "api", "python", "-m", "api.token", "deploy-test"],
         env=env,
@@ -376,7 +438,8 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
     locked = make(workspace, "deploy", check=False)
     assert locked.returncode != 0
     assert "alice@laptop" in locked.stderr
-    make(workspace, "deploy-unlock")
+    broken = make(workspace, "deploy-unlock")
+    assert "lock held by alice@laptop" in broken.stderr
     assert not (srv / "deploy.lock").exists()
 
     # The log: every deploy, with who, release and result, in order.
@@ -389,6 +452,7 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
     dumps = sorted((srv / "backups").glob("before-*.dump"))
     assert len(dumps) >= 2
     assert all(d.stat().st_size > 1000 for d in dumps)
+    assert {mode(d) for d in dumps} == {0o600}
 
     # Two deploys at once: the second fails naming the first, whose lock it leaves alone.
     commit_release(source, 4)
@@ -430,3 +494,29 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
     assert load.releases_seen[-1] == 4
     last = make(workspace, "deploy-log").stdout.splitlines()[-1].split("\t")
     assert last[1] == "rolled-back", last
+
+
+def test_make_scale_on_the_server_starts_production_containers(workspace, server):
+    """In the server's current/, the Makefile's plain `docker compose` is the deployed project
+    with the production overlay: deploy's .env says so (COMPOSE_FILE, COMPOSE_PROJECT_NAME)."""
+    source, srv, _ = workspace
+    if not (srv / "current").exists():  # run on its own: a release first
+        commit_release(source, 1)
+        make(workspace, "deploy")
+    release = (srv / "current").resolve().name
+    replicas = len(api_containers())
+    assert replicas >= 1
+    current = shlex.quote(str(srv / "current"))
+    on_server(server, source, f"cd {current} && make scale REPLICAS={replicas + 1}")
+    try:
+        scaled = api_containers()
+        assert len(scaled) == replicas + 1
+        for container in scaled:
+            name = container["Name"]
+            assert container["HostConfig"]["ReadonlyRootfs"] is True, name
+            assert "ALL" in container["HostConfig"]["CapDrop"], name
+            assert "ENVIRONMENT=production" in container["Config"]["Env"], name
+            assert container["Config"]["Image"] == f"kit-deploy-test-api:{release}", name
+    finally:
+        on_server(server, source, f"cd {current} && make scale REPLICAS={replicas}")
+    assert len(api_containers()) == replicas
