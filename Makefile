@@ -112,7 +112,8 @@ restore: ## Restore a backup into the local stack's database: make restore FILE=
 	@test -n "$(FILE)" || { echo "usage: make restore FILE=backups/<name>.dump" >&2; exit 2; }
 	$(COMPOSE) exec -T db sh -c 'pg_restore --clean --if-exists --no-owner --single-transaction -U "$$POSTGRES_USER" -d "$$POSTGRES_DB"' < "$(FILE)"
 	@# The item cache describes the data before the restore: empty it (db 0; the job queue is db 1).
-	$(COMPOSE) exec -T redis sh -c 'redis-cli $${REDIS_PASSWORD:+-a "$$REDIS_PASSWORD" --no-auth-warning} -n 0 FLUSHDB'
+	@# Production's password is a secret file (compose.prod.yaml), read into REDISCLI_AUTH: not argv.
+	$(COMPOSE) exec -T redis sh -c 'if [ -f /run/secrets/redis_password ]; then REDISCLI_AUTH=$$(cat /run/secrets/redis_password); export REDISCLI_AUTH; fi; redis-cli -n 0 FLUSHDB'
 
 .PHONY: secrets
 secrets: ## Create the missing production secret files in SECRETS_DIR (./secrets); never overwrites
