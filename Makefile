@@ -144,5 +144,9 @@ deploy-backup: ## pg_dump of the server's database, kept on the server under bac
 	deploy/deploy.sh backup
 
 .PHONY: prod-config
-prod-config: ## Check the production overlay against your .env (fails naming a missing secret)
-	$(PROD) config --quiet && echo "production configuration is complete"
+prod-config: ## Check the production overlay against your .env and secret files (names what is missing)
+	$(PROD) config --quiet
+	@$(PROD) config | awk '/^secrets:/ {s = 1} s && $$1 == "file:" {print $$2}' | while read -r file; do \
+		test -s "$$file" || { echo "missing or empty secret file: $$file (make secrets)" >&2; exit 1; }; \
+	done
+	@echo "production configuration is complete"

@@ -100,15 +100,25 @@ def test_redis_outage_costs_no_errors_and_little_latency(stack, direct, item_ids
         back = time.monotonic()
         stack.compose("start", "redis")
         stack.wait_healthy("redis", timeout=60)
+        recovered = time.monotonic()
         time.sleep(SETTLE)
     report("Redis stopped for 6 s", load, fault)
 
     before = load.between(fault - WARM_UP, fault)
     during = load.between(fault, back)
+    after = load.between(recovered, recovered + SETTLE)
     p99_before, p99_during = load.p99(before), load.p99(during)
-    print(f"[chaos] p99 before {p99_before * 1000:.1f} ms, during {p99_during * 1000:.1f} ms")
+    p99_after = load.p99(after)
+    print(
+        f"[chaos] p99 before {p99_before * 1000:.1f} ms, during {p99_during * 1000:.1f} ms, "
+        f"after {p99_after * 1000:.1f} ms"
+    )
     assert load.failures() == [], load.kinds()
-    assert p99_during <= 2 * p99_before
+    # The regression this guards against is a reconnect stall (1.2 s p99 against under 100 ms).
+    # The reference is the noisier of the two windows with Redis up, before and after: on two
+    # shared cores one window's p99 alone drifts by 2x between runs (measured: 107 ms before,
+    # 253 ms during, in one run of the whole suite; under 2x in isolation).
+    assert p99_during <= 2 * max(p99_before, p99_after)
     assert _error_lines(stack, since) == []
 
 
