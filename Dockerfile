@@ -1,5 +1,5 @@
-# One image, two targets: `api` (gunicorn + Uvicorn workers; also runs migrations) and `worker`
-# (Celery). Dependencies are installed before the code is copied, so a code-only change rebuilds
+# One image, three targets: `api` (gunicorn + Uvicorn workers; also runs migrations), `worker`
+# (Celery) and `lambda` (the api for AWS Lambda: `docker build --target lambda .`). Dependencies are installed before the code is copied, so a code-only change rebuilds
 # in seconds.
 
 FROM ghcr.io/astral-sh/uv:0.9.5 AS uv
@@ -17,6 +17,15 @@ RUN --mount=type=cache,target=/root/.cache/uv \
     --mount=type=bind,source=uv.lock,target=uv.lock \
     --mount=type=bind,source=pyproject.toml,target=pyproject.toml \
     uv sync --frozen --no-dev --no-install-project
+
+# ---- build-lambda: AWS's runtime interface client, locked (the `lambda` dependency group) -----
+FROM build AS build-lambda
+RUN --mount=type=cache,target=/root/.cache/uv \
+    --mount=type=bind,source=uv.lock,target=uv.lock \
+    --mount=type=bind,source=pyproject.toml,target=pyproject.toml \
+    uv export --frozen --only-group lambda --no-emit-project --output-file /tmp/lambda.txt \
+    && uv pip install --python /venv/bin/python --target /opt/lambda --require-hashes \
+        -r /tmp/lambda.txt
 
 # ---- runtime: the virtualenv and the code, nothing else -------------------------------------
 FROM python:3.12-slim AS runtime
@@ -41,6 +50,18 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-m", "worker.liveness"]
 # Celery itself is PID 1 (no shell): SIGTERM reaches it and starts a warm shutdown.
 CMD ["celery", "--app=worker.app", "worker", "--loglevel=INFO", "--without-gossip", "--without-mingle"]
+
+# The api as an AWS Lambda function (api/lambda_handler.py), through the runtime interface client.
+# A frozen execution environment must not keep pooled connections: one per request (or RDS Proxy
+# and DB_POOL_MODE=pooled). One process: metrics in memory (no PROMETHEUS_MULTIPROC_DIR, which
+# only the api target sets).
+FROM runtime AS lambda
+COPY --from=build-lambda /opt/lambda /opt/lambda
+ENV PYTHONPATH=/app:/opt/lambda \
+    DB_POOL_MODE=per-request
+HEALTHCHECK NONE
+ENTRYPOINT ["python", "-m", "awslambdaric"]
+CMD ["api.lambda_handler.handler"]
 
 # Last, so a plain `docker build .` gives the api.
 FROM runtime AS api

@@ -87,6 +87,10 @@ bench: ## Throughput, latency, start-up, size and scaling vs baselines (~6 min; 
 	$(NEEDS_WRK)
 	uv run --frozen python -m bench.run
 
+.PHONY: coldstart
+coldstart: ## Container start to first answer: gunicorn, Cloud Run mode, Lambda init [BASELINE=<git ref>] (uv)
+	uv run --frozen python -m bench.coldstart
+
 .PHONY: bench-compare
 bench-compare: ## Two api builds or settings, alternating on one stack: A=<tag> B=<tag> [A_ENV= B_ENV=]
 	$(NEEDS_WRK)

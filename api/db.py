@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import NullPool
 
 from core.settings import Settings
 
@@ -40,12 +41,19 @@ def _ping_on_checkout(dbapi_connection: Any, connection_record: Any, proxy: Any)
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
+    pool: dict[str, Any] = (
+        {"poolclass": NullPool}
+        if settings.db_pool_mode == "per-request"
+        else {
+            "pool_size": settings.db_pool_size,
+            "max_overflow": settings.db_max_overflow,
+            "pool_timeout": settings.db_pool_timeout,
+            "pool_recycle": 1800,
+        }
+    )
     engine = create_async_engine(
         settings.database_url,
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
-        pool_timeout=settings.db_pool_timeout,
-        pool_recycle=1800,
+        **pool,
         connect_args={
             "timeout": 5,
             "server_settings": {
@@ -54,7 +62,8 @@ def create_engine(settings: Settings) -> AsyncEngine:
             },
         },
     )
-    event.listen(engine.sync_engine, "checkout", _ping_on_checkout)
+    if settings.db_pool_mode == "pooled":  # a per-request connection is new: nothing to check
+        event.listen(engine.sync_engine, "checkout", _ping_on_checkout)
     return engine
 
 

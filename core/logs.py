@@ -13,6 +13,9 @@ request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
+        # Google Cloud Logging (Cloud Run) reads a line's level from `severity`, and its names
+        # are Python's (DEBUG, INFO, WARNING, ERROR, CRITICAL).
+        record.severity = record.levelname
         return True
 
 
@@ -31,7 +34,7 @@ def logging_config(level: str) -> dict[str, Any]:
         "formatters": {
             "json": {
                 "()": "pythonjsonlogger.json.JsonFormatter",
-                "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(process)d",
+                "fmt": "%(asctime)s %(levelname)s %(severity)s %(name)s %(message)s %(process)d",
                 "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
             }
         },

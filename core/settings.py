@@ -159,6 +159,10 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(0, ge=0, le=100)
     db_pool_timeout: float = Field(10.0, gt=0)
     db_statement_timeout_ms: int = Field(15_000, ge=0)
+    # per-request: a connection opened for each request and closed after it, no pool. For AWS
+    # Lambda, where an execution environment is frozen between invocations and a pooled
+    # connection outlives the server's side of it (or use RDS Proxy, and keep "pooled").
+    db_pool_mode: Literal["pooled", "per-request"] = "pooled"
 
     # Redis: cache and Celery broker (separate logical databases). REDIS_URL has no password:
     # REDIS_PASSWORD is put into it (redis_connection_url). A password in REDIS_URL still works,
