@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, cast
 
-from celery import Celery
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.cache import ItemCache
 from api.db import Sessions
+from api.job_queue import JobQueue
 from core.settings import Settings
 
 
@@ -43,12 +43,12 @@ async def settings(request: Request) -> Settings:
     return cast(Settings, request.app.state.settings)
 
 
-async def job_queue(request: Request) -> Celery:
-    return cast(Celery, request.app.state.job_queue)
+async def job_queue(request: Request) -> JobQueue:
+    return cast(JobQueue, request.app.state.job_queue)
 
 
 SessionDep = Annotated[AsyncSession, Depends(session)]
 ReadSessionDep = Annotated[AsyncSession, Depends(read_session)]
 CacheDep = Annotated[ItemCache, Depends(cache)]
 SettingsDep = Annotated[Settings, Depends(settings)]
-JobQueueDep = Annotated[Celery, Depends(job_queue)]
+JobQueueDep = Annotated[JobQueue, Depends(job_queue)]

@@ -14,11 +14,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from api.cache import ItemCache
 from api.cache_debts import CacheDebts
-from api.db import create_engine, create_sessions, head_revision
+from api.db import create_engine, create_sessions
 from api.errors import validation_error
+from api.job_queue import JobQueue
 from api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from api.routes import items, jobs, ops
-from core.jobs import make_celery
 from core.logs import configure_logging
 from core.settings import Settings, get_settings
 
@@ -47,9 +47,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.cache = ItemCache(
         redis, settings.cache_ttl_seconds, settings.cache_retry_after_seconds, debts
     )
-    app.state.head_revision = head_revision()
-    # A client only: it sends jobs and never loads the worker's task code.
-    app.state.job_queue = make_celery(settings)
+    # A client only: it sends jobs and never loads the worker's task code; made on first use.
+    app.state.job_queue = JobQueue(settings)
     try:
         yield
     finally:

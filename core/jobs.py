@@ -1,7 +1,7 @@
 """The job queue as both processes see it: the Celery app's configuration and the task names.
 
-The api builds a client from this (in its lifespan, from the settings given to create_app) to send
-jobs; the worker builds the same app and registers the task code. Neither imports the other.
+The api builds a client from this (on its first job, from the settings given to create_app) to
+send jobs; the worker builds the same app and registers the task code. Neither imports the other.
 
 Configured so that no job is lost when a worker dies:
 - acks_late + reject_on_worker_lost: a message is acknowledged only after its task finishes; if the
@@ -15,15 +15,20 @@ Configured so that no job is lost when a worker dies:
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-from celery import Celery
+from typing import TYPE_CHECKING
 
 from core.settings import Settings
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 RUN_JOB_TASK = "worker.tasks.run_job"
 
 
 def make_celery(settings: Settings, *, include: Sequence[str] = ()) -> Celery:
+    # Imported here: the api loads Celery only when it first sends a job (api/job_queue.py).
+    from celery import Celery
+
     app = Celery("worker", broker=settings.broker_url, include=list(include))
     app.conf.update(
         task_acks_late=True,

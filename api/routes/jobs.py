@@ -6,15 +6,14 @@ import logging
 import uuid
 
 from fastapi import APIRouter, Depends, HTTPException, Response, status
-from kombu.exceptions import OperationalError as BrokerError
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import require_writer
 from api.deps import JobQueueDep, ReadSessionDep, SessionDep
 from api.errors import RETRY_AFTER_SECONDS, error_responses
+from api.job_queue import JobQueueUnavailable
 from api.metrics import JOBS_QUEUED
 from api.schemas import JobIn, JobOut
-from core.jobs import RUN_JOB_TASK
 from core.models import Job, JobState
 
 log = logging.getLogger(__name__)
@@ -41,9 +40,9 @@ async def submit_job(
     await db.commit()  # before sending: the worker must find the row
     await db.refresh(job)
     try:
-        await run_in_threadpool(job_queue.send_task, RUN_JOB_TASK, args=[str(job.id)])
-    except (BrokerError, OSError) as exc:
-        log.error("job queue unavailable", extra={"job_id": str(job.id), "error": repr(exc)})
+        await run_in_threadpool(job_queue.send, str(job.id))
+    except JobQueueUnavailable as exc:
+        log.error("job queue unavailable", extra={"job_id": str(job.id), "error": str(exc)})
         await db.delete(job)
         await db.commit()
         raise HTTPException(

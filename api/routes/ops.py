@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from api import metrics
-from api.db import current_revision
+from api.db import current_revision, head_revision
 from api.deps import SettingsDep
 from core.logs import request_id_var
 
@@ -48,7 +48,7 @@ async def _check(coro: Awaitable[str | None]) -> str | None:
 
 
 async def _database(request: Request) -> str | None:
-    head = request.app.state.head_revision
+    head = head_revision()
     revision = await current_revision(request.app.state.engine)
     if revision != head:
         return f"migrations not at head (database at {revision}, code at {head})"

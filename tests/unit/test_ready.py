@@ -12,10 +12,12 @@ from fastapi.testclient import TestClient
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.sql.elements import TextClause
 
+from api.db import head_revision
 from api.main import create_app
 from core.settings import Settings
 
-HEAD = "0001_head"
+# The database stand-in answers with the code's own head: migrations are at head.
+HEAD = head_revision()
 # What a real failure's text looks like: it names the servers behind the api.
 DATABASE_ERROR = "connection to db.internal.example:5432 refused"
 REDIS_ERROR = "Error 111 connecting to redis.internal.example:6379. Connection refused."
@@ -72,7 +74,6 @@ def _client(environment: str, engine: object, redis: object) -> TestClient:
     app = create_app(settings)
     app.state.engine = engine
     app.state.redis = redis
-    app.state.head_revision = HEAD
     # Not entered as a context manager: no lifespan, so the stand-ins above stay.
     return TestClient(app)
 

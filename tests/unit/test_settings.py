@@ -374,7 +374,7 @@ def test_the_api_and_its_job_client_connect_with_the_redis_password(monkeypatch)
     app = create_app(settings)
     with TestClient(app):
         assert app.state.redis.connection_pool.connection_kwargs["password"] == "p@ss/w:rd"
-        connection = app.state.job_queue.connection_for_write()
+        connection = app.state.job_queue.client.connection_for_write()
         try:
             assert (connection.password, connection.virtual_host) == ("p@ss/w:rd", "1")
         finally:
