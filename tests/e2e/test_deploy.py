@@ -246,10 +246,21 @@ def current_compose(srv: Path) -> list[str]:
 
 
 def proxy_log(srv: Path, env) -> str:
+    """What explains a failed request: the proxy's and the socket proxy's own lines, and the
+    access lines of requests that did not get a 2xx (the first and last few)."""
     proc = run(
-        [*current_compose(srv), "logs", "--no-color", "--tail", "80", "proxy"], env=env, check=False
+        [*current_compose(srv), "logs", "--no-color", "--timestamps", "proxy", "socket-proxy"],
+        env=env,
+        check=False,
     )
-    return proc.stdout[-6000:]
+    lines = [
+        line
+        for line in proc.stdout.splitlines()
+        if '"DownstreamStatus"' not in line or '"DownstreamStatus":2' not in line
+    ]
+    failed = [line for line in lines if '"DownstreamStatus"' in line]
+    own = [line for line in lines if '"DownstreamStatus"' not in line]
+    return "\n".join([*own[-40:], *failed[:5], "...", *failed[-5:]])[-12000:]
 
 
 def proxy_files(directory: Path) -> dict[str, str]:
