@@ -120,8 +120,10 @@ def test_dashboard_queries_parse_as_promql(tmp_path):
     tmp_path.chmod(0o755)
     (tmp_path / "queries.yml").chmod(0o644)
     proc = subprocess.run(
-        ["docker", "run", "--rm", "--network", "none", "--entrypoint", "/bin/promtool"]
-        + ["-v", f"{tmp_path}:/q:ro", image, "check", "rules", "/q/queries.yml"],
+        [
+            *("docker", "run", "--rm", "--network", "none", "--entrypoint", "/bin/promtool"),
+            *("-v", f"{tmp_path}:/q:ro", image, "check", "rules", "/q/queries.yml"),
+        ],
         capture_output=True,
         text=True,
         timeout=120,
