@@ -26,6 +26,7 @@ from celery.signals import task_postrun, task_prerun, task_received, worker_init
 from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
 from prometheus_client.exposition import start_http_server
 
+from core.models import JobState
 from core.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,10 @@ def _fresh_metrics_directory(**_: object) -> None:
     if directory:
         shutil.rmtree(directory, ignore_errors=True)
         Path(directory).mkdir(parents=True, exist_ok=True)
+    # Both outcomes exist from the start at 0: a ratio of failures has a value before the first
+    # failure, and an increase from nothing is not lost.
+    for state in (JobState.succeeded, JobState.failed):
+        JOBS_FINISHED.labels(state=state.value)
 
 
 def registry() -> CollectorRegistry:

@@ -129,7 +129,7 @@ def obs(tmp_path_factory, webhook) -> Iterator[Stack]:
         env={
             "COMPOSE_PROFILES": "observability",
             "OBSERVABILITY_DIR": str(config),
-            "EDGE_NETWORK_PREFIX": os.environ.get("KIT_OBS_EDGE_NETWORK_PREFIX", "172.30.249"),
+            "EDGE_NETWORK_PREFIX": os.environ.get("KIT_OBS_EDGE_NETWORK_PREFIX", "172.30.246"),
             "HTTP_PORT": os.environ.get("KIT_OBS_HTTP_PORT", "58180"),
             "HTTPS_PORT": os.environ.get("KIT_OBS_HTTPS_PORT", "58543"),
             "PROMETHEUS_PORT": str(PROMETHEUS_PORT),
@@ -228,6 +228,11 @@ def test_every_dashboard_query_evaluates(obs, api, auth, prometheus):
     api.get(item.headers["location"])
     job = api.post("/jobs", json={"cost": 1000, "seed": "obs"}, headers=auth)
     wait_until(lambda: api.get(job.headers["location"]).json()["state"] == "succeeded", within=60)
+    # And a few through Traefik, for its service metrics.
+    https = f"https://127.0.0.1:{obs.env['HTTPS_PORT']}"
+    with httpx.Client(base_url=https, headers={"Host": "api.localhost"}, verify=False) as proxied:
+        for _ in range(5):
+            proxied.get("/health")
     wait_until(lambda: query(prometheus, "jobs_finished_total"), within=30)
     time.sleep(2 * SCRAPE)
     empty = []
