@@ -92,6 +92,11 @@ bench-compare: ## Two api builds or settings, alternating on one stack: A=<tag> 
 	$(NEEDS_WRK)
 	uv run --frozen python -m bench.compare
 
+.PHONY: bench-observability
+bench-observability: ## What the observability profile costs: api throughput with/without scrapes, Prometheus disk per day (~4 min; wrk, uv)
+	$(NEEDS_WRK)
+	uv run --frozen python -m bench.observability
+
 .PHONY: lint
 lint: ## ruff, mypy (strict), hadolint, shellcheck and the compose/Traefik schema checks (uv)
 	uv run --frozen ruff check .
