@@ -190,11 +190,14 @@ tunnel: ## SSH tunnel to the server's Prometheus and Alertmanager: make tunnel T
 # Alertmanager's two files may stay empty (that receiver unused); the exporter's map is derived
 # from redis_password, so run this again after changing that.
 .PHONY: observability-secrets
-observability-secrets: ## Create the profile's secret files in SECRETS_DIR: Alertmanager's (empty) and the Redis exporter's
+observability-secrets: ## Create the profiles' secret files in SECRETS_DIR: Alertmanager's (empty), Grafana's, the Redis exporter's
 	@test -s "$(SECRETS_DIR)/redis_password" || { echo "$(SECRETS_DIR)/redis_password missing: make secrets first" >&2; exit 1; }
 	@umask 077; for name in alertmanager_webhook_url alertmanager_smtp_password; do \
 		test -e "$(SECRETS_DIR)/$$name" || { : > "$(SECRETS_DIR)/$$name"; chmod 0444 "$(SECRETS_DIR)/$$name"; echo "created $(SECRETS_DIR)/$$name (empty: write the value into it)"; }; \
 	done
+	@umask 077; test -e "$(SECRETS_DIR)/grafana_admin_password" || { \
+		od -An -tx1 -N16 /dev/urandom | tr -d ' \n' > "$(SECRETS_DIR)/grafana_admin_password"; \
+		chmod 0444 "$(SECRETS_DIR)/grafana_admin_password"; echo "created $(SECRETS_DIR)/grafana_admin_password"; }
 	@umask 077; map="$(SECRETS_DIR)/redis_exporter_password_map"; rm -f "$$map.new"; \
 		printf '{"redis://redis:6379": "%s"}' "$$(cat "$(SECRETS_DIR)/redis_password")" > "$$map.new"; \
 		chmod 0444 "$$map.new"; mv -f "$$map.new" "$$map"; echo "wrote $$map"

@@ -160,6 +160,18 @@ def test_the_profile_publishes_on_loopback_only_and_joins_no_public_router(files
     assert "backend" not in config["services"]["alertmanager"]["networks"]
 
 
+def test_grafana_is_opt_in_on_loopback_with_the_repository_provisioning():
+    config = compose_config(*PROD, COMPOSE_PROFILES="observability,grafana", **PROD_SECRETS)
+    grafana = config["services"]["grafana"]
+    assert grafana["profiles"] == ["grafana"]
+    assert [p["host_ip"] for p in grafana["ports"]] == ["127.0.0.1"]
+    targets = {v["target"]: v["source"] for v in grafana["volumes"]}
+    assert targets["/etc/grafana/provisioning"] == str(OBSERVABILITY / "grafana" / "provisioning")
+    assert targets["/var/lib/grafana/dashboards"] == str(OBSERVABILITY / "grafana" / "dashboards")
+    assert {s["source"] for s in grafana["secrets"]} == {"grafana_admin_password"}
+    assert "grafana" not in compose_config(COMPOSE_PROFILES="observability")["services"]
+
+
 def test_production_profile_secrets_are_files_given_only_where_used():
     config = compose_config(*PROD, COMPOSE_PROFILES="observability", **PROD_SECRETS)
     expected = {

@@ -443,6 +443,7 @@ def test_the_deployed_secrets_are_the_ones_the_production_overlay_reads():
         "alertmanager_webhook_url",
         "alertmanager_smtp_password",
         "redis_exporter_password_map",
+        "grafana_admin_password",
     }
     assert sorted(lib_secrets()) == sorted(set(overlay["secrets"]) - profile_only)
     for name, spec in overlay["secrets"].items():
