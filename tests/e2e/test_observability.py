@@ -9,7 +9,8 @@ shortened through its environment.
 
 Timing claim checked per alert: firing in Alertmanager's API within `for:` + two evaluation
 intervals + one scrape interval (the fault is only visible at the next scrape) + SLACK for
-HTTP round trips, measured from the moment the fault is in place.
+HTTP round trips (+ one DNS refresh where the fault is a service's targets vanishing), measured
+from the moment the fault is in place by a thread polling Alertmanager meanwhile (AlertWatch).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ ALERTMANAGER_PORT = int(os.environ.get("KIT_OBS_ALERTMANAGER_PORT", "59093"))
 SCRAPE = 2
 FOR = 10
 SLACK = 5
+DNS_REFRESH = 2
 FIRE_WITHIN = FOR + 2 * SCRAPE + SCRAPE + SLACK
 IMAGES = (
     "prom/prometheus:v3.1.0",
@@ -102,7 +104,7 @@ def _fast_copy(target: Path) -> Path:
         f"global:\n  scrape_interval: {SCRAPE}s\n  evaluation_interval: {SCRAPE}s\n",
         1,
     )
-    text = text.replace("type: A\n", "type: A\n        refresh_interval: 2s\n")
+    text = text.replace("type: A\n", f"type: A\n        refresh_interval: {DNS_REFRESH}s\n")
     config.write_text(text)
     for rules in (target / "rules").glob("*.yml"):
         rules.write_text(re.sub(r"(?m)^(\s+for: )\S+$", rf"\g<1>{FOR}s", rules.read_text()))
@@ -180,24 +182,61 @@ def _matches(alert: dict[str, Any], name: str, labels: dict[str, str]) -> bool:
     )
 
 
-def active_alerts(name: str, **labels: str) -> list[dict[str, Any]]:
-    alerts = httpx.get(
-        f"http://127.0.0.1:{ALERTMANAGER_PORT}/api/v2/alerts", params={"active": "true"}, timeout=5
-    ).json()
-    return [a for a in alerts if _matches(a, name, labels)]
+class AlertWatch:
+    """Polls Alertmanager's API from a thread, from the moment a fault is caused, and notes when
+    each alert (name, job) first shows as active: what the test does meanwhile (queueing jobs)
+    does not delay the measurement."""
 
+    def __init__(self) -> None:
+        self.first_seen: dict[tuple[str, str | None], float] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.thread.start()
 
-def fires_within(name: str, started: float, webhook: Webhook, **labels: str) -> dict[str, Any]:
-    """The alert (with these labels), firing in Alertmanager and delivered to the webhook, with
-    its name and labels; asserts the timing."""
-    wait_until(lambda: active_alerts(name, **labels), within=FIRE_WITHIN + 30, every=0.5)
-    took = time.monotonic() - started
-    print(f"[observability] {name} {labels or ''} firing in Alertmanager after {took:.1f}s")
-    assert took <= FIRE_WITHIN, f"{name} took {took:.1f}s, more than {FIRE_WITHIN}s"
-    delivered = wait_until(lambda: webhook.alerts(name, "firing", **labels), within=15)[0]
-    assert delivered["labels"]["severity"] in ("critical", "warning")
-    assert delivered["annotations"]["runbook"].startswith("README.md#runbook-")
-    return delivered
+    def _poll(self) -> None:
+        while not self.stop.is_set():
+            try:
+                alerts = httpx.get(
+                    f"http://127.0.0.1:{ALERTMANAGER_PORT}/api/v2/alerts",
+                    params={"active": "true"},
+                    timeout=5,
+                ).json()
+            except httpx.HTTPError:
+                alerts = []
+            now = time.monotonic()
+            for alert in alerts:
+                key = (alert["labels"]["alertname"], alert["labels"].get("job"))
+                self.first_seen.setdefault(key, now)
+            self.stop.wait(0.25)
+
+    def __enter__(self) -> AlertWatch:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    def fires_within(
+        self,
+        name: str,
+        since: float,
+        webhook: Webhook,
+        job: str | None = None,
+        discovery: float = 0,
+    ) -> dict[str, Any]:
+        """The alert firing in Alertmanager within `for:` + two evaluations + one scrape (+ a
+        DNS refresh where the fault is a target vanishing) + SLACK of `since`, when the fault was
+        in place; and delivered to the webhook with its name and labels."""
+        within = FIRE_WITHIN + discovery
+        seen = wait_until(lambda: self.first_seen.get((name, job)), within=within + 30)
+        took = seen - since
+        print(f"[observability] {name} ({job or 'all'}) firing in Alertmanager after {took:.1f}s")
+        assert took <= within, f"{name} took {took:.1f}s, more than {within}s"
+        labels = {"job": job} if job else {}
+        delivered = wait_until(lambda: webhook.alerts(name, "firing", **labels), within=15)[0]
+        assert delivered["labels"]["severity"] in ("critical", "warning")
+        assert delivered["annotations"]["runbook"].startswith("README.md#runbook-")
+        return delivered
 
 
 def resolves(name: str, webhook: Webhook, within: float = 90, **labels: str) -> dict[str, Any]:
@@ -254,16 +293,18 @@ def test_every_dashboard_query_evaluates(obs, api, auth, prometheus):
 
 
 def test_redis_stopped_and_5xx_alert_then_resolve(obs, api, webhook):
-    obs.compose("stop", "redis")
-    started = time.monotonic()
-    try:
-        # /ready answers 503 while Redis is away: the api's 5xx ratio climbs.
-        statuses = {api.get("/ready").status_code for _ in range(60)}
-        assert statuses == {503}
-        fires_within("RedisDown", started, webhook, job="redis")
-        fires_within("ApiHighErrorRatio", started, webhook)
-    finally:
-        obs.compose("start", "redis")
+    with AlertWatch() as watch:
+        obs.compose("stop", "redis")
+        stopped = time.monotonic()
+        try:
+            # /ready answers 503 while Redis is away: the api's 5xx ratio climbs.
+            statuses = {api.get("/ready").status_code for _ in range(60)}
+            assert statuses == {503}
+            errors_sent = time.monotonic()
+            watch.fires_within("RedisDown", stopped, webhook, job="redis")
+            watch.fires_within("ApiHighErrorRatio", errors_sent, webhook)
+        finally:
+            obs.compose("start", "redis")
     wait_until(lambda: api.get("/ready").status_code == 200, within=60)
     # Dilute the 5 minutes' window below 5 %: the ratio, not time, ends this alert.
     for _ in range(2000):
@@ -273,30 +314,35 @@ def test_redis_stopped_and_5xx_alert_then_resolve(obs, api, webhook):
 
 
 def test_worker_stopped_with_jobs_piling_up_alerts_then_resolves(obs, api, auth, webhook):
-    obs.compose("stop", "worker")
-    started = time.monotonic()
-    try:
-        for i in range(110):
-            r = api.post("/jobs", json={"cost": 1000, "seed": f"pile-{i}"}, headers=auth)
-            assert r.status_code == 202
-        # The queue's oldest job has waited an hour, as far as the exporter can tell.
-        obs.compose(
-            "exec",
-            "-T",
-            "db",
-            "sh",
-            "-c",
-            'psql -U "$POSTGRES_USER" "$POSTGRES_DB" -c '
-            "\"UPDATE jobs SET created_at = now() - interval '1 hour' WHERE state = 'queued'\"",
-        )
-        stuck = time.monotonic()
-        # Its DNS name resolves to nothing now: no target is left to be down. (The api's fired
-        # too, at start-up, before its container existed: hence the label.)
-        fires_within("ServiceWithoutTargets", started, webhook, job="worker")
-        fires_within("JobQueueBacklog", started, webhook)
-        fires_within("JobOldestQueuedTooOld", stuck, webhook)
-    finally:
-        obs.compose("start", "worker")
+    with AlertWatch() as watch:
+        obs.compose("stop", "worker")
+        stopped = time.monotonic()
+        try:
+            for i in range(110):
+                r = api.post("/jobs", json={"cost": 1000, "seed": f"pile-{i}"}, headers=auth)
+                assert r.status_code == 202
+            piled = time.monotonic()
+            # The queue's oldest job has waited an hour, as far as the exporter can tell.
+            obs.compose(
+                "exec",
+                "-T",
+                "db",
+                "sh",
+                "-c",
+                'psql -U "$POSTGRES_USER" "$POSTGRES_DB" -c '
+                "\"UPDATE jobs SET created_at = now() - interval '1 hour' WHERE state = 'queued'\"",
+            )
+            aged = time.monotonic()
+            # Its DNS name resolves to nothing now: no target is left to be down, once the
+            # name is looked up again. (The api's fired too, at start-up, before its container
+            # existed: hence the label.)
+            watch.fires_within(
+                "ServiceWithoutTargets", stopped, webhook, job="worker", discovery=DNS_REFRESH
+            )
+            watch.fires_within("JobQueueBacklog", piled, webhook)
+            watch.fires_within("JobOldestQueuedTooOld", aged, webhook)
+        finally:
+            obs.compose("start", "worker")
     resolves("ServiceWithoutTargets", webhook, within=180, job="worker")
     for name in ("JobQueueBacklog", "JobOldestQueuedTooOld"):
         resolves(name, webhook, within=180)
