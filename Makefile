@@ -98,7 +98,7 @@ bench-observability: ## What the observability profile costs: api throughput wit
 	uv run --frozen python -m bench.observability
 
 .PHONY: lint
-lint: ## ruff, mypy (strict), hadolint, shellcheck and the compose/Traefik schema checks (uv)
+lint: ## ruff, mypy (strict), hadolint, shellcheck, compose/Traefik schema checks (uv); alert rules (Docker)
 	uv run --frozen ruff check .
 	uv run --frozen ruff format --check .
 	uv run --frozen mypy
