@@ -23,7 +23,7 @@ from typing import Any
 
 from celery import bootsteps
 from celery.signals import task_postrun, task_prerun, task_received, worker_init
-from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, multiprocess
 from prometheus_client.exposition import start_http_server
 
 from core.models import JobState
@@ -102,8 +102,6 @@ def registry() -> CollectorRegistry:
     directory (tests), this process's own."""
     directory = get_settings().prometheus_multiproc_dir
     if not directory:
-        from prometheus_client import REGISTRY
-
         return REGISTRY
     merged = CollectorRegistry()
     multiprocess.MultiProcessCollector(merged, path=directory)
