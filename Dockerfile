@@ -46,6 +46,9 @@ RUN python -m compileall -q core api worker
 USER 10001:10001
 
 FROM runtime AS worker
+# Each Celery process writes its metrics here; the main process's endpoint merges them
+# (worker/metrics.py).
+ENV PROMETHEUS_MULTIPROC_DIR=/tmp/worker-metrics
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-m", "worker.liveness"]
 # Celery itself is PID 1 (no shell): SIGTERM reaches it and starts a warm shutdown.

@@ -96,14 +96,33 @@ bench-compare: ## Two api builds or settings, alternating on one stack: A=<tag> 
 	$(NEEDS_WRK)
 	uv run --frozen python -m bench.compare
 
+.PHONY: bench-observability
+bench-observability: ## What the observability profile costs: api throughput with/without scrapes, Prometheus disk per day (~4 min; wrk, uv)
+	$(NEEDS_WRK)
+	uv run --frozen python -m bench.observability
+
 .PHONY: lint
-lint: ## ruff, mypy (strict), hadolint, shellcheck and the compose/Traefik schema checks (uv)
+lint: ## ruff, mypy (strict), hadolint, shellcheck, compose/Traefik schema checks (uv); alert rules (Docker)
 	uv run --frozen ruff check .
 	uv run --frozen ruff format --check .
 	uv run --frozen mypy
 	uv run --frozen hadolint Dockerfile
 	uv run --frozen shellcheck .ci/run deploy/*.sh
 	uv run --frozen pytest -q tests/static
+	$(MAKE) --no-print-directory lint-alerts
+
+# The one lint step that needs Docker: promtool from the Prometheus image the stack runs (none is
+# on PyPI), checking the configuration and rules and running every rule's unit tests
+# (observability/tests/). `make lint` runs it last.
+PROMETHEUS_IMAGE ?= prom/prometheus:v3.1.0
+.PHONY: lint-alerts
+lint-alerts: ## promtool check config + test rules for every alert rule, in Docker (make lint runs it)
+	docker run --rm --network none --entrypoint /bin/promtool \
+		-v "$(CURDIR)/observability:/etc/prometheus:ro" -w /etc/prometheus \
+		$(PROMETHEUS_IMAGE) check config --syntax-only /etc/prometheus/prometheus.yml
+	docker run --rm --network none --entrypoint /bin/promtool \
+		-v "$(CURDIR)/observability:/etc/prometheus:ro" -w /etc/prometheus \
+		$(PROMETHEUS_IMAGE) test rules $(sort $(patsubst observability/%,%,$(wildcard observability/tests/*.test.yml)))
 
 .PHONY: backup
 backup: ## pg_dump of the local stack's database to backups/ (FILE= to choose the name)
@@ -151,6 +170,40 @@ deploy-backup: ## pg_dump of the server's database, kept on the server under bac
 prod-config: ## Check the production overlay against your .env and secret files (names what is missing)
 	$(PROD) config --quiet
 	@$(PROD) config | awk '/^secrets:/ {s = 1} s && $$1 == "file:" {print $$2}' | while read -r file; do \
-		test -s "$$file" || { echo "missing or empty secret file: $$file (make secrets)" >&2; exit 1; }; \
+		case "$$file" in */alertmanager_*) test -e "$$file" && continue;; esac; \
+		test -s "$$file" || { echo "missing or empty secret file: $$file (make secrets; make observability-secrets)" >&2; exit 1; }; \
 	done
 	@echo "production configuration is complete"
+
+# ---- profile `observability` (README, Observability) --------------------------------------
+TUNNEL_HOST ?= $(DEPLOY_HOST)
+PROMETHEUS_PORT ?= 9090
+ALERTMANAGER_PORT ?= 9093
+GRAFANA_PORT ?= 3000
+
+.PHONY: observability-up
+observability-up: ## Start the stack with Prometheus, Alertmanager and the exporters (profile observability)
+	$(COMPOSE) --profile observability up -d --build --wait
+
+# Prometheus and Alertmanager listen on the server's loopback only: forward them over SSH.
+.PHONY: tunnel
+tunnel: ## SSH tunnel to the server's Prometheus, Alertmanager and Grafana: make tunnel TUNNEL_HOST=user@server
+	@test -n "$(TUNNEL_HOST)" || { echo "usage: make tunnel TUNNEL_HOST=user@server (or DEPLOY_HOST set)" >&2; exit 2; }
+	@echo "Prometheus http://127.0.0.1:$(PROMETHEUS_PORT)  Alertmanager http://127.0.0.1:$(ALERTMANAGER_PORT)  Grafana (profile grafana) http://127.0.0.1:$(GRAFANA_PORT)  (Ctrl-C closes)"
+	ssh -N -L $(PROMETHEUS_PORT):127.0.0.1:$(PROMETHEUS_PORT) -L $(ALERTMANAGER_PORT):127.0.0.1:$(ALERTMANAGER_PORT) \
+		-L $(GRAFANA_PORT):127.0.0.1:$(GRAFANA_PORT) $(TUNNEL_HOST)
+
+# Alertmanager's two files may stay empty (that receiver unused); the exporter's map is derived
+# from redis_password, so run this again after changing that.
+.PHONY: observability-secrets
+observability-secrets: ## Create the profiles' secret files in SECRETS_DIR: Alertmanager's (empty), Grafana's, the Redis exporter's
+	@test -s "$(SECRETS_DIR)/redis_password" || { echo "$(SECRETS_DIR)/redis_password missing: make secrets first" >&2; exit 1; }
+	@umask 077; for name in alertmanager_webhook_url alertmanager_smtp_password; do \
+		test -e "$(SECRETS_DIR)/$$name" || { : > "$(SECRETS_DIR)/$$name"; chmod 0444 "$(SECRETS_DIR)/$$name"; echo "created $(SECRETS_DIR)/$$name (empty: write the value into it)"; }; \
+	done
+	@umask 077; test -e "$(SECRETS_DIR)/grafana_admin_password" || { \
+		od -An -tx1 -N16 /dev/urandom | tr -d ' \n' > "$(SECRETS_DIR)/grafana_admin_password"; \
+		chmod 0444 "$(SECRETS_DIR)/grafana_admin_password"; echo "created $(SECRETS_DIR)/grafana_admin_password"; }
+	@umask 077; map="$(SECRETS_DIR)/redis_exporter_password_map"; rm -f "$$map.new"; \
+		printf '{"redis://redis:6379": "%s"}' "$$(cat "$(SECRETS_DIR)/redis_password")" > "$$map.new"; \
+		chmod 0444 "$$map.new"; mv -f "$$map.new" "$$map"; echo "wrote $$map"

@@ -226,6 +226,14 @@ class Settings(BaseSettings):
     # a job that kills its worker every time must not be handed out forever.
     job_max_attempts: int = Field(3, ge=1)
 
+    # Metrics (compose profile `observability`). The worker's main process serves its tasks'
+    # metrics on WORKER_METRICS_PORT (0: off); the job exporter (worker/queue_exporter.py) serves
+    # the queue's depth, the oldest queued job's age and the volumes' free space on
+    # JOB_EXPORTER_PORT, looking at each volume mounted under VOLUMES_DIR.
+    worker_metrics_port: int = Field(9808, ge=0, le=65535)
+    job_exporter_port: int = Field(9809, ge=1, le=65535)
+    volumes_dir: str = "/volumes"
+
     @classmethod
     def settings_customise_sources(
         cls,

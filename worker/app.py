@@ -1,5 +1,5 @@
 """The Celery worker's app: core's job queue, plus the task code, the liveness probe, the reaper of
-jobs whose worker died, and JSON logs.
+jobs whose worker died, the metrics endpoint (worker/metrics.py), and JSON logs.
 
 `celery --app=worker.app worker` loads this; the api never does (it sends jobs through core.jobs).
 """
@@ -12,6 +12,7 @@ from core.jobs import make_celery
 from core.logs import configure_logging
 from core.settings import get_settings
 from worker.liveness import LivenessProbe
+from worker.metrics import MetricsServer
 from worker.reaper import JobReaper
 
 settings = get_settings()
@@ -20,6 +21,7 @@ settings.require_secrets("postgres_password", "redis_password")
 celery_app = make_celery(settings, include=["worker.tasks"])
 celery_app.steps["worker"].add(LivenessProbe)
 celery_app.steps["worker"].add(JobReaper)
+celery_app.steps["worker"].add(MetricsServer)
 
 
 @setup_logging.connect

@@ -33,6 +33,7 @@ from core.jobs import RUN_JOB_TASK
 from core.models import Job, JobState
 from core.settings import Settings, get_settings
 from worker.lease import BOOT_ID, Holder, LeasePolicy, Reap, reap_action
+from worker.metrics import JOBS_FINISHED
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,10 @@ class Reaper:
                     )
                     log.error("job's worker is gone again, job failed", extra=facts)
                 done.append((str(row.id), action))
+        # Counted once committed: a rolled-back round failed no job.
+        given_up = sum(1 for _, action in done if action is not Reap.REQUEUE)
+        if given_up:
+            JOBS_FINISHED.labels(state=JobState.failed.value).inc(given_up)
         return done
 
     def reap_safely(self) -> None:

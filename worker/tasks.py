@@ -28,6 +28,7 @@ from worker.app import celery_app, settings
 from worker.compute import iterated_sha256
 from worker.db import reset_after_fork, sessions
 from worker.lease import BOOT_ID, Delivery, Heartbeat, Holder, LeasePolicy, decide_delivery
+from worker.metrics import JOBS_FINISHED
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,7 @@ def run_job(self: Task[[str], None], job_id: str) -> None:
             job.state = JobState.failed
             job.error = f"worker lost during each of {job.attempts} attempts"
             job.finished_at = now
+            JOBS_FINISHED.labels(state=JobState.failed.value).inc()
             return
         if job.state == JobState.running:
             log.warning(
@@ -124,9 +126,11 @@ def run_job(self: Task[[str], None], job_id: str) -> None:
     except SoftTimeLimitExceeded:
         if _finish(jid, holder, attempt, state=JobState.failed, error="time limit exceeded"):
             log.error("job hit its time limit", extra={"job_id": job_id})
+            JOBS_FINISHED.labels(state=JobState.failed.value).inc()
         return
     if _finish(jid, holder, attempt, state=JobState.succeeded, result=result, error=None):
         log.info("job succeeded", extra={"job_id": job_id, "attempt": attempt})
+        JOBS_FINISHED.labels(state=JobState.succeeded.value).inc()
     else:
         log.warning(
             "job finished after its lease was taken over; result left to the run that holds it",

@@ -437,7 +437,15 @@ def test_the_deployed_secrets_are_the_ones_the_production_overlay_reads():
     overlay = yaml.load((ROOT / "compose.prod.yaml").read_text(), Loader=ComposeLoader)  # noqa: S506 - a SafeLoader
     if "secrets" not in overlay:
         pytest.skip("compose.prod.yaml reads no secret files yet")
-    assert sorted(lib_secrets()) == sorted(overlay["secrets"])
+    # The observability profile's secrets are not shipped by make deploy: on the server,
+    # `make observability-secrets SECRETS_DIR=$DEPLOY_PATH/secrets` makes them (README).
+    profile_only = {
+        "alertmanager_webhook_url",
+        "alertmanager_smtp_password",
+        "redis_exporter_password_map",
+        "grafana_admin_password",
+    }
+    assert sorted(lib_secrets()) == sorted(set(overlay["secrets"]) - profile_only)
     for name, spec in overlay["secrets"].items():
         assert spec == {"file": f"${{SECRETS_DIR:-./secrets}}/{name}"}, "where deploy puts it"
 

@@ -1,0 +1,176 @@
+"""The job queue and the volumes, seen from outside the worker: `python -m worker.queue_exporter`.
+
+A service of its own (compose profile `observability`), not a part of the worker, because what it
+measures matters most when the worker is gone: a stopped worker leaves jobs piling up, and its
+own endpoint would vanish with it. Each scrape reads, with short timeouts:
+
+- the Celery queue's length: LLEN of the queue's lists in the broker's Redis database (Celery's
+  Redis transport keeps one list per priority step, `celery` first);
+- the queued jobs and the oldest one's age, from the jobs table (state `queued`: accepted by the
+  api, not yet taken by a worker, or put back by the reaper);
+- free and total bytes of every volume mounted under VOLUMES_DIR (statvfs: the filesystem the
+  volume lives on, which is what fills up; no node-exporter here).
+
+A source that does not answer within SOURCE_DEADLINE_SECONDS is reported by
+`job_exporter_source_up{source=...} 0` and its metrics are left out of that scrape, rather than
+the scrape failing: Redis down must not hide the disk. The deadline covers the name lookup, which
+no socket timeout does: a stopped container's name is unknown on the internal network, and the
+lookup waits for a resolver it cannot reach (seconds). So each source is read in a thread, and
+the scrape waits for it no longer than the deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import redis
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import start_http_server
+from prometheus_client.registry import Collector
+from sqlalchemy import Engine, create_engine, func, select
+from sqlalchemy.pool import NullPool
+
+from core.logs import configure_logging
+from core.models import Job, JobState
+from core.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+CELERY_QUEUE = "celery"
+# kombu's Redis transport: the queue's list for priority 0 is the name itself, the others are
+# `<name>\x06\x16<priority>` (priority_steps 0, 3, 6, 9).
+PRIORITY_SEPARATOR = "\x06\x16"
+PRIORITY_STEPS = (0, 3, 6, 9)
+TIMEOUT_SECONDS = 3
+# Below the tests' 2 s scrape timeout, and far below production's 10 s.
+SOURCE_DEADLINE_SECONDS = 1.5
+
+
+def queue_keys(queue: str = CELERY_QUEUE) -> list[str]:
+    return [queue if step == 0 else f"{queue}{PRIORITY_SEPARATOR}{step}" for step in PRIORITY_STEPS]
+
+
+class QueueCollector(Collector):
+    def __init__(self, settings: Settings, volumes_dir: Path) -> None:
+        self.volumes_dir = volumes_dir
+        # Room for reads abandoned at the deadline while their lookups still wait.
+        self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="source")
+        self.redis = redis.Redis.from_url(
+            settings.broker_url,
+            socket_timeout=TIMEOUT_SECONDS,
+            socket_connect_timeout=TIMEOUT_SECONDS,
+        )
+        # No pool: one short query per scrape, and nothing held open between scrapes.
+        self.engine: Engine = create_engine(
+            settings.database_url_sync,
+            poolclass=NullPool,
+            connect_args={
+                "application_name": f"{settings.app_name}-queue-exporter",
+                "connect_timeout": TIMEOUT_SECONDS,
+                "options": f"-c statement_timeout={TIMEOUT_SECONDS * 1000}",
+            },
+        )
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily(
+            "job_exporter_source_up",
+            "Whether the source answered this scrape (1) or not (0)",
+            labels=["source"],
+        )
+        # Both at once, each under the deadline; a late one is abandoned (its thread ends on its
+        # own timeouts) and counted as not answering.
+        reads = {"redis": self._read_redis, "postgres": self._read_postgres}
+        futures = {name: self.pool.submit(read) for name, read in reads.items()}
+        for name, future in futures.items():
+            try:
+                metrics = future.result(timeout=SOURCE_DEADLINE_SECONDS)
+            except Exception as exc:  # any failure means the same: no answer this scrape
+                log.warning("source unavailable", extra={"source": name, "error": repr(exc)})
+                up.add_metric([name], 0)
+                continue
+            up.add_metric([name], 1)
+            yield from metrics
+        yield from self._volumes()
+        yield up
+
+    def _read_redis(self) -> list[Metric]:
+        with self.redis.pipeline(transaction=False) as pipe:
+            for key in queue_keys():
+                pipe.llen(key)
+            lengths = pipe.execute()
+        depth = GaugeMetricFamily(
+            "celery_queue_length", "Task messages waiting in the broker's queue", labels=["queue"]
+        )
+        depth.add_metric([CELERY_QUEUE], float(sum(int(n) for n in lengths)))
+        return [depth]
+
+    def _read_postgres(self) -> list[Metric]:
+        query = select(
+            func.count(),
+            func.coalesce(func.extract("epoch", func.now() - func.min(Job.created_at)), 0),
+        ).where(Job.state == JobState.queued)
+        with self.engine.connect() as connection:
+            count, age = connection.execute(query).one()
+        return [
+            GaugeMetricFamily("jobs_queued", "Jobs in state queued", value=float(count)),
+            GaugeMetricFamily(
+                "jobs_oldest_queued_age_seconds",
+                "Age of the oldest job in state queued (0 when none is)",
+                value=float(age),
+            ),
+        ]
+
+    def _volumes(self) -> Iterator[Metric]:
+        free = GaugeMetricFamily(
+            "volume_free_bytes",
+            "Bytes available to unprivileged users on the volume's filesystem",
+            labels=["volume"],
+        )
+        size = GaugeMetricFamily(
+            "volume_size_bytes", "Size of the volume's filesystem", labels=["volume"]
+        )
+        if self.volumes_dir.is_dir():
+            for mount in sorted(self.volumes_dir.iterdir()):
+                try:
+                    stat = os.statvfs(mount)
+                except OSError:
+                    continue
+                free.add_metric([mount.name], float(stat.f_bavail * stat.f_frsize))
+                size.add_metric([mount.name], float(stat.f_blocks * stat.f_frsize))
+        yield free
+        yield size
+
+
+def healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def main() -> None:
+    settings = get_settings()
+    settings.require_secrets("postgres_password", "redis_password")
+    port = settings.job_exporter_port
+    if sys.argv[1:] == ["--healthcheck"]:
+        sys.exit(0 if healthy(port) else 1)
+    configure_logging(settings.log_level)
+    registry = CollectorRegistry()
+    registry.register(QueueCollector(settings, Path(settings.volumes_dir)))
+    start_http_server(port, registry=registry)
+    log.info("job exporter serving", extra={"port": port})
+    while True:
+        time.sleep(3600)
+
+
+if __name__ == "__main__":
+    main()
