@@ -159,6 +159,10 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(0, ge=0, le=100)
     db_pool_timeout: float = Field(10.0, gt=0)
     db_statement_timeout_ms: int = Field(15_000, ge=0)
+    # /ready fails ("archive") once WAL archiving has failed for this long since its last success
+    # (pg_stat_archiver): the archiver retries every minute, so a brief failure does not count.
+    # 0: /ready does not look at archiving (a database the kit does not archive).
+    archive_stall_seconds: int = Field(300, ge=0)
 
     # Redis: cache and Celery broker (separate logical databases). REDIS_URL has no password:
     # REDIS_PASSWORD is put into it (redis_connection_url). A password in REDIS_URL still works,
