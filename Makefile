@@ -87,6 +87,10 @@ bench: ## Throughput, latency, start-up, size and scaling vs baselines (~6 min; 
 	$(NEEDS_WRK)
 	uv run --frozen python -m bench.run
 
+.PHONY: bench-backups
+bench-backups: ## Archive lag, backup and restore time of a 1 GB database, repository size (~10 min; uv)
+	uv run --frozen python -m bench.backups
+
 .PHONY: bench-compare
 bench-compare: ## Two api builds or settings, alternating on one stack: A=<tag> B=<tag> [A_ENV= B_ENV=]
 	$(NEEDS_WRK)
@@ -155,7 +159,7 @@ deploy-trust: ## Pin the server's SSH host key (shows its fingerprints; YES=1 pi
 	YES=$(YES) deploy/deploy.sh trust
 
 .PHONY: deploy-backup
-deploy-backup: ## pg_dump of the server's database, kept on the server under backups/
+deploy-backup: ## A restore point in the server's WAL archive now (make restore POINT=<name> there)
 	deploy/deploy.sh backup
 
 .PHONY: prod-config
