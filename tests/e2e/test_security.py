@@ -31,7 +31,14 @@ HTTPS_PORT = 48443
 DOMAIN = "api.localhost"
 EDGE_PREFIX = "172.30.254"
 PROXY_ADDRESS = f"{EDGE_PREFIX}.2"
-SECRET_NAMES = ("postgres_password", "postgres_app_password", "redis_password", "jwt_secret")
+SECRET_NAMES = (
+    "postgres_password",
+    "postgres_app_password",
+    "redis_password",
+    "jwt_secret",
+    "pgbackrest_cipher_pass",
+    "pgbackrest_ssh_key",
+)
 # Capabilities a service may be given back, and why (compose.prod.yaml): the db and redis
 # entrypoints take their data directories and drop to their users; proxy-certs chowns once.
 ALLOWED_CAP_ADD = {
@@ -99,7 +106,7 @@ def production(tmp_path_factory) -> Iterator[tuple[Stack, dict[str, str]]]:
         },
     )
     try:
-        prod.up()
+        prod.up("backup")
         # Healthy is not yet routed: Traefik adds the api at its next active health check.
         wait_until(lambda: _https("/health").status_code == 200, within=60)
         yield prod, values
@@ -125,6 +132,7 @@ def containers(production) -> dict[str, dict]:
         "migrate",
         "db",
         "redis",
+        "backup",
     } <= set(found)
     return found
 
@@ -279,7 +287,8 @@ def test_each_service_gets_only_its_secrets(containers):
             if m["Destination"].startswith("/run/secrets/")
         }
         expected = {
-            "db": {"postgres_password"},
+            "db": {"postgres_password", "pgbackrest_cipher_pass"},
+            "backup": {"pgbackrest_cipher_pass", "pgbackrest_ssh_key"},
             "migrate": {"postgres_password", "postgres_app_password"},
             "api": {"postgres_app_password", "redis_password", "jwt_secret"},
             "worker": {"postgres_app_password", "redis_password"},
@@ -337,7 +346,11 @@ def test_prometheus_scrapes_metrics_from_the_backend_network(production):
 def test_ready_answers_status_only_even_when_failing(production):
     stack, _ = production
     body = _https("/ready").json()
-    assert body == {"status": "ready", "failed": [], "checks": {"database": "ok", "redis": "ok"}}
+    assert body == {
+        "status": "ready",
+        "failed": [],
+        "checks": {"database": "ok", "redis": "ok", "archive": "ok"},
+    }
     stack.compose("stop", "redis")
     try:
         failing = wait_until(
@@ -346,7 +359,7 @@ def test_ready_answers_status_only_even_when_failing(production):
         assert failing.json() == {
             "status": "not ready",
             "failed": ["redis"],
-            "checks": {"database": "ok", "redis": "failed"},
+            "checks": {"database": "ok", "redis": "failed", "archive": "ok"},
         }
     finally:
         stack.compose("start", "redis")
