@@ -37,8 +37,10 @@ def _parts() -> None:
 
 
 SSH_PORT = int(os.environ.get("KIT_TEST_SSH_PORT", "52222"))
-HTTPS_PORT = 38443
-PROJECT = "kit-deploy"
+# Overridable, so a second copy of this test can run beside another on one engine.
+HTTPS_PORT = int(os.environ.get("KIT_DEPLOY_TEST_HTTPS_PORT", "38443"))
+PROJECT = os.environ.get("KIT_DEPLOY_TEST_PROJECT", "kit-deploy")
+EDGE_PREFIX = os.environ.get("KIT_DEPLOY_TEST_EDGE_PREFIX", "172.30.252")
 CLIENT_BASE = f"https://127.0.0.1:{HTTPS_PORT}"
 API_HOST = {"Host": "api.localhost"}
 # A job that runs through the rollout (a few seconds of the worker's CPU): finished once.
@@ -106,9 +108,9 @@ def workspace(server, tmp_path_factory):
         "ACME_EMAIL=ops@example.com\nAPI_DOMAIN=api.localhost\n"
         # Nothing leaves this machine: the ACME directory is a closed loopback port.
         "ACME_CA_SERVER=https://127.0.0.1:9/directory\n"
-        f"HTTP_PORT=38080\nHTTPS_PORT={HTTPS_PORT}\n"
+        f"HTTP_PORT={HTTPS_PORT - 360}\nHTTPS_PORT={HTTPS_PORT}\n"
         # The edge network, off the test stack's and a developer's.
-        "EDGE_NETWORK_PREFIX=172.30.252\n"
+        f"EDGE_NETWORK_PREFIX={EDGE_PREFIX}\n"
         # The test's clients name no host in TLS (https://127.0.0.1 with a Host header) and no
         # certificate exists for api.localhost here: strict SNI, on in production, would refuse
         # them. tests/e2e/test_security.py proves it with a certificate.
@@ -133,7 +135,7 @@ def workspace(server, tmp_path_factory):
         "DEPLOY_HEALTH_TIMEOUT": "90",
         "DEPLOY_MIN_FREE_MB": "100",
         "DEPLOY_WHO": "deploy-test",
-        "APP_IMAGE": "kit-deploy-test",
+        "APP_IMAGE": f"{PROJECT}-test",
     }
     # The host key: unknown, the deploy refuses to connect; pinned, the one the server has.
     unpinned = run(["make", "--no-print-directory", "deploy-log"], cwd=source, env=env, check=False)
@@ -150,7 +152,7 @@ def workspace(server, tmp_path_factory):
         current_compose(srv) if (srv / "current").exists() else ["docker", "compose", "-p", PROJECT]
     )
     run([*compose, "down", "-v", "--remove-orphans", "--timeout", "5"], check=False, env=env)
-    images = run(["docker", "images", "-q", "--filter", "reference=kit-deploy-test-*"], check=False)
+    images = run(["docker", "images", "-q", "--filter", f"reference={PROJECT}-test-*"], check=False)
     if images.stdout.split():
         run(["docker", "rmi", "-f", *set(images.stdout.split())], check=False)
 
@@ -535,7 +537,7 @@ def test_make_scale_on_the_server_starts_production_containers(workspace, server
             assert container["HostConfig"]["ReadonlyRootfs"] is True, name
             assert "ALL" in container["HostConfig"]["CapDrop"], name
             assert "ENVIRONMENT=production" in container["Config"]["Env"], name
-            assert container["Config"]["Image"] == f"kit-deploy-test-api:{release}", name
+            assert container["Config"]["Image"] == f"{PROJECT}-test-api:{release}", name
     finally:
         on_server(server, source, f"cd {current} && make scale REPLICAS={replicas}")
     assert len(api_containers()) == replicas

@@ -27,9 +27,11 @@ from tests.stack import ROOT, Stack, run, wait_until
 
 pytestmark = pytest.mark.e2e
 
-HTTPS_PORT = 48443
+# Overridable, so a second copy of this test can run beside another on one engine.
+HTTPS_PORT = int(os.environ.get("KIT_SEC_TEST_HTTPS_PORT", "48443"))
 DOMAIN = "api.localhost"
-EDGE_PREFIX = "172.30.254"
+EDGE_PREFIX = os.environ.get("KIT_SEC_TEST_EDGE_PREFIX", "172.30.254")
+PROJECT = os.environ.get("KIT_SEC_TEST_PROJECT", "kit-sec")
 PROXY_ADDRESS = f"{EDGE_PREFIX}.2"
 SECRET_NAMES = (
     "postgres_password",
@@ -89,7 +91,7 @@ def production(tmp_path_factory) -> Iterator[tuple[Stack, dict[str, str]]]:
     values = _write_secrets(root / "secrets")
     _proxy_config(root / "dynamic")
     prod = Stack(
-        project="kit-sec",
+        project=PROJECT,
         files=("compose.yaml", "compose.prod.yaml"),
         with_proxy=True,
         env={
@@ -99,7 +101,7 @@ def production(tmp_path_factory) -> Iterator[tuple[Stack, dict[str, str]]]:
             "ACME_CA_SERVER": "https://127.0.0.1:9/directory",
             "SECRETS_DIR": str(root / "secrets"),
             "PROXY_DYNAMIC_DIR": str(root / "dynamic"),
-            "HTTP_PORT": "48080",
+            "HTTP_PORT": str(HTTPS_PORT - 363),
             "HTTPS_PORT": str(HTTPS_PORT),
             "EDGE_NETWORK_PREFIX": EDGE_PREFIX,
             "API_REPLICAS": "1",

@@ -67,12 +67,14 @@ def test_make_secrets_creates_only_what_is_missing(tmp_path):
     (secrets / "jwt_secret").write_text("kept as it is")
     first = make("secrets", f"SECRETS_DIR={secrets}")
     assert first.returncode == 0, first.stderr
-    created = ["postgres_password", "postgres_app_password", "redis_password", "pgbackrest_cipher_pass"]
-    assert re.findall(r"^created .*/(\w+)$", first.stdout, flags=re.M) == [
-        *created[:3],
-        *created[3:],
-        "pgbackrest_ssh_key",
+    created = [
+        "postgres_password",
+        "postgres_app_password",
+        "redis_password",
+        "pgbackrest_cipher_pass",
     ]
+    made = re.findall(r"^created .*/(\w+)$", first.stdout, flags=re.M)
+    assert made == [*created, "pgbackrest_ssh_key"]
     # An SSH key pair for the off-host copy: the private key is the secret, the .pub is for the
     # other machine's authorized_keys.
     assert (secrets / "pgbackrest_ssh_key").read_text().startswith("-----BEGIN OPENSSH PRIVATE KEY")

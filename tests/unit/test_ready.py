@@ -168,4 +168,5 @@ def test_a_brief_archive_failure_is_not_a_stall():
     class BrieflyFailing(MigratedDatabase):
         archive_state = (True, True, 60.0, "0000000100000000000000A1")
 
-    assert _client("development", BrieflyFailing(), ReachableRedis()).get("/ready").status_code == 200
+    client = _client("development", BrieflyFailing(), ReachableRedis())
+    assert client.get("/ready").status_code == 200
