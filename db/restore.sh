@@ -47,7 +47,7 @@ echo "The backups in the repository:"
 pgbackrest_once kit-pgbackrest info | sed 's/^/  /'
 cat <<PLAN
 What happens, in order:
-  1. api, worker and backup stop (requests get errors until step 5)
+  1. api, worker and backup stop (requests get errors until step 4)
   2. PostgreSQL stops; pgBackRest rewrites its data directory in place (--delta)
   3. PostgreSQL replays the archived WAL up to the target and promotes itself: a new timeline
   4. api, worker and backup start again; the item cache (Redis db 0) is emptied
