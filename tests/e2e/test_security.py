@@ -29,6 +29,7 @@ pytestmark = pytest.mark.e2e
 
 # Overridable, so a second copy of this test can run beside another on one engine.
 HTTPS_PORT = int(os.environ.get("KIT_SEC_TEST_HTTPS_PORT", "48443"))
+HTTP_PORT = HTTPS_PORT - 363
 DOMAIN = "api.localhost"
 EDGE_PREFIX = os.environ.get("KIT_SEC_TEST_EDGE_PREFIX", "172.30.254")
 PROJECT = os.environ.get("KIT_SEC_TEST_PROJECT", "kit-sec")
@@ -101,7 +102,7 @@ def production(tmp_path_factory) -> Iterator[tuple[Stack, dict[str, str]]]:
             "ACME_CA_SERVER": "https://127.0.0.1:9/directory",
             "SECRETS_DIR": str(root / "secrets"),
             "PROXY_DYNAMIC_DIR": str(root / "dynamic"),
-            "HTTP_PORT": str(HTTPS_PORT - 363),
+            "HTTP_PORT": str(HTTP_PORT),
             "HTTPS_PORT": str(HTTPS_PORT),
             "EDGE_NETWORK_PREFIX": EDGE_PREFIX,
             "API_REPLICAS": "1",
@@ -430,14 +431,14 @@ def test_spoofed_forwarded_headers_are_not_believed(production):
 
 def test_the_proxy_has_the_fixed_address_the_api_trusts(containers):
     networks = containers["proxy"]["NetworkSettings"]["Networks"]
-    assert networks["kit-sec_edge"]["IPAddress"] == PROXY_ADDRESS
+    assert networks[f"{PROJECT}_edge"]["IPAddress"] == PROXY_ADDRESS
     env = dict(v.partition("=")[::2] for v in containers["api"]["Config"]["Env"])
     assert env["FORWARDED_ALLOW_IPS"] == PROXY_ADDRESS
 
 
 def test_http_redirects_to_the_published_https_port(production):
     response = httpx.get(
-        "http://127.0.0.1:48080/health", headers={"Host": DOMAIN}, follow_redirects=False
+        f"http://127.0.0.1:{HTTP_PORT}/health", headers={"Host": DOMAIN}, follow_redirects=False
     )
     assert response.status_code in (301, 302, 307, 308)
     assert response.headers["location"].startswith(f"https://{DOMAIN}:{HTTPS_PORT}/")
