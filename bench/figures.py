@@ -210,6 +210,8 @@ def goal_verdict(r: Ratio, goal: float) -> str:
     per-round ratios fall on both sides of the goal)."""
     met = r.of_medians >= goal
     word = "met" if met else "NOT MET"
+    if len(r.per_round) < 2:
+        return f"{word} (one round: no spread, no verdict on the noise)"
     if r.within_noise_of(goal):
         return f"{word} (inside the noise: rounds {r.low:.2f}..{r.high:.2f})"
     return word
@@ -217,6 +219,8 @@ def goal_verdict(r: Ratio, goal: float) -> str:
 
 def difference_verdict(r: Ratio) -> str:
     """Whether A and B differ at all, by the noise rule."""
+    if len(r.per_round) < 2:
+        return "one round: no spread"
     if r.within_noise_of(1.0):
         return "inside the noise"
     return "faster" if r.of_medians > 1 else "slower"
