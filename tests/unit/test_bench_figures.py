@@ -150,6 +150,7 @@ def test_noise_rule_is_per_round_ratios_on_both_sides():
     assert f.difference_verdict(f.ratio([80.0, 85.0], [100.0, 100.0])) == "slower"
     # One round has no spread: never a clear difference.
     assert f.ratio([200.0], [100.0]).within_noise_of(1.0)
+    assert f.difference_verdict(f.ratio([200.0], [100.0])) == "one round: no spread"
 
 
 def test_goal_verdicts():
@@ -161,6 +162,7 @@ def test_goal_verdicts():
     assert f.goal_verdict(f.ratio([190.0, 195.0, 201.0], [100.0] * 3), 2.0).startswith(
         "NOT MET (inside the noise"
     )
+    assert f.goal_verdict(f.ratio([300.0], [100.0]), 2.0).startswith("met (one round")
 
 
 @pytest.mark.parametrize("module", ["bench.figures", "bench.run", "bench.compare"])
