@@ -20,7 +20,8 @@ Writes bench-results/bench.json and bench-results/benchmarks.md (git-ignored scr
 BENCH_PUBLISH=1 (`make bench-publish`, a clean checkout) also docs/benchmarks.md and
 docs/bench-results/bench.json, the published run. Exits 1 if a kit row had a failed request.
 
-Settings (environment): BENCH_ROUNDS, BENCH_SECONDS, BENCH_CONNECTIONS; BENCH_ROWS, a comma list
+Settings (environment): BENCH_ROUNDS, BENCH_SECONDS, BENCH_CONNECTIONS; BENCH_HTTPS_PORT and
+BENCH_EDGE_NETWORK_PREFIX if another stack holds the defaults (58543, 172.30.253); BENCH_ROWS, a comma list
 of request groups (health, item_cached, item_db, items_page, create_item; default all);
 BENCH_PHASES, a comma list of requests, tuning, scaling, operations (default all). A subset is for
 checking the bench itself, never for publishing.
@@ -74,11 +75,13 @@ WARMUP_SECONDS = 2  # each row once, unmeasured, before the first round
 IDLE_SECONDS = 3  # each system under test left alone, for its idle CPU
 SEED_ITEMS = 50_000
 JOBS, JOB_COST = 24, 300_000  # ~0.5 s of CPU each: enough to show parallelism
-HTTPS_PORT = 58543
+# Another stack on the engine may hold these: both can be moved.
+HTTPS_PORT = int(os.environ.get("BENCH_HTTPS_PORT", "58543"))
+EDGE_NETWORK_PREFIX = os.environ.get("BENCH_EDGE_NETWORK_PREFIX", "172.30.253")
 BASE_IMAGE = "python:3.12-slim"
 ENV = {
     "APP_TAG": "bench",
-    "EDGE_NETWORK_PREFIX": "172.30.253",
+    "EDGE_NETWORK_PREFIX": EDGE_NETWORK_PREFIX,
     # Raised for the bench: the proxy rows measure TLS and routing, not the limiter's refusals.
     "RATE_LIMIT_AVERAGE": "1000000",
     "RATE_LIMIT_BURST": "1000000",
