@@ -754,9 +754,11 @@ def tuning_rows(stack: BenchStack, seeded: Seeded) -> Tuning:
     reference = wrk(f"{fresh}{item}")
     reference_page = stack.measured(f"{fresh}{page}")
     stack.recreate("api", LOG_LEVEL="warning")
+    wrk(f"{stack.api_url()}{item}", seconds=WARMUP_SECONDS)  # a fresh container: warm it
     access_log_off = wrk(f"{stack.api_url()}{item}")
     # Pool: the old default (5 + 5 overflow) against the default (10 + 0), on the page.
     stack.recreate("api", DB_POOL_SIZE="5", DB_MAX_OVERFLOW="5")
+    wrk(f"{stack.api_url()}{page}", seconds=WARMUP_SECONDS)
     pool_overflow_5_5 = stack.measured(f"{stack.api_url()}{page}")
     stack.recreate("api")
     return Tuning(
@@ -787,8 +789,10 @@ def scaling_rows(stack: BenchStack, seeded: Seeded) -> Scaling:
     item = f"/items/{seeded.first_id}"
     default_workers = stack.web_concurrency()
     stack.recreate("api")
+    wrk(f"{stack.api_url()}{item}", seconds=WARMUP_SECONDS)  # each fresh container warmed first
     default_worker_rps = wrk(f"{stack.api_url()}{item}").rps
     stack.recreate("api", WEB_CONCURRENCY="1")
+    wrk(f"{stack.api_url()}{item}", seconds=WARMUP_SECONDS)
     one_worker = wrk(f"{stack.api_url()}{item}")
     stack.recreate("api", GUNICORN_PRELOAD_APP="false")
     wrk(f"{stack.api_url()}{item}", seconds=2)  # warm every worker
@@ -801,6 +805,7 @@ def scaling_rows(stack: BenchStack, seeded: Seeded) -> Scaling:
     one_replica = wrk(f"{PROXY}{item}", headers=PROXY_HEADERS)
     stack.compose("up", "-d", "--wait", "--no-recreate", "--scale", "api=2", "api")
     time.sleep(3)  # Traefik picks up the second replica
+    wrk(f"{PROXY}{item}", headers=PROXY_HEADERS, seconds=WARMUP_SECONDS)
     two_replicas = wrk(f"{PROXY}{item}", headers=PROXY_HEADERS)
     stack.compose("up", "-d", "--wait", "--no-recreate", "--scale", "api=1", "api")
     return Scaling(
