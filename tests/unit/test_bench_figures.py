@@ -181,3 +181,62 @@ def test_importing_bench_modules_runs_nothing(module, tmp_path):
     )
     assert not calls.exists()
     importlib.import_module(module)  # and in this process, for the coverage of the names
+
+
+def _report(kit_read_errors: int = 0):
+    """A Results of two rounds of the item_cached and item_db groups, made up, through the real
+    report code (bench.run.markdown and as_json)."""
+    from bench import run
+
+    def sample(rnd: int, rps: float, cpu: int, read_errors: int = 0) -> run.Sample:
+        w = f.Wrk(rps=rps, p50_ms=1.0, p99_ms=9.0, requests=int(rps * 8), read_errors=read_errors)
+        return run.Sample(rnd, 0, w, cpu, 1, None)
+
+    rows = {
+        "item_cached": run.Row(
+            "kit", True, [sample(1, 1000, 800_000, kit_read_errors), sample(2, 1100, 800_000)]
+        ),
+        "tutorial_item": run.Row(
+            "tutorial", False, [sample(1, 900, 900_000), sample(2, 1000, 900_000)]
+        ),
+        "item_db": run.Row("kit", True, [sample(1, 700, 900_000), sample(2, 650, 900_000)]),
+        "peer_item": run.Row(
+            "template peer", False, [sample(1, 300, 2_000_000), sample(2, 350, 2_000_000)]
+        ),
+    }
+    machine = run.Machine(
+        2, "cpu", 1.0, "k", "20.10", "cgroup v2", "now", "-t2", "addr", (0.1, 0.2, 0.3), 0
+    )
+    info = run.RunInfo(
+        "abc",
+        False,
+        "make bench",
+        2,
+        ("item_cached", "item_db"),
+        ("requests",),
+        {"postgres:17": {"stand_in": True, "inside": "PostgreSQL 15.18"}},
+    )
+    results = run.Results(info, machine, rows, {"kit": 1.0}, None, None, None, None, None, 60)
+    return results, run.markdown(results), run.as_json(results)
+
+
+def test_report_goals_comparisons_and_stand_ins():
+    results, md, data = _report()
+    assert results.kit_failures == []
+    assert "| `postgres:17` | yes | PostgreSQL 15.18 |" in md
+    # 1050 / 950 = 1.11, rounds 1.11 and 1.10: met, outside the noise.
+    assert "| 1.11 (1.10..1.11) | met |" in md
+    # 675 / 325 = 2.08, rounds 2.33 and 1.86: met, but inside the noise of the goal.
+    assert "2.08 (1.86..2.33) | met (inside the noise" in md
+    by_row = {c["row"]: c for c in data["comparisons"]}
+    assert by_row["item_db"]["cpu_per_request_ratio_per_round"] is not None
+    assert data["rows"]["item_cached"]["rounds"][0]["cpu_us_per_request"] == 100.0
+    assert "FAILED" not in md
+
+
+def test_report_fails_loudly_on_a_kit_row_with_errors():
+    results, md, data = _report(kit_read_errors=3)
+    assert results.kit_failures and results.kit_failures[0].startswith("item_cached: 3 failed")
+    assert "**FAILED: kit rows with failed requests**" in md
+    assert "| **0/3/0/0** |" in md
+    assert data["kit_failures"] == results.kit_failures
