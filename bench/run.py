@@ -1056,6 +1056,11 @@ class Row:
         return self.total(lambda w: w.errors)
 
     @property
+    def db_connections_opened(self) -> str:
+        opened = [s.db_connections_opened for s in self.samples]
+        return "-" if any(o is None for o in opened) else str(sum(o or 0 for o in opened))
+
+    @property
     def processes(self) -> str:
         seen = sorted({s.processes for s in self.samples if s.processes is not None})
         return "/".join(map(str, seen)) or "-"
@@ -1230,6 +1235,9 @@ def markdown(r: Results) -> str:
         "the figure that carries over.",
         "- Socket errors are wrk's connect/read/write/timeout counts over all rounds; non-2xx are "
         "answers of 400 and above. Kit rows must have none.",
+        "- db connections opened: connections PostgreSQL accepted during the kit's rows, all "
+        "rounds (each a TCP handshake and a password exchange): the pools fill during the "
+        "warm-up and then open none.",
         "- Processes: in the server's container during the row (the tutorial must have 1; the "
         "peer is `fastapi run --workers 4`: a supervisor, its workers and multiprocessing's "
         "helper).",
@@ -1263,8 +1271,8 @@ def markdown(r: Results) -> str:
             "JWT), not on the peer.",
             "",
             "| row | system | req/s | p50 ms | p99 ms | CPU µs/request | socket errors "
-            "(c/r/w/t) | non-2xx | processes |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+            "(c/r/w/t) | non-2xx | processes | db connections opened |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for name, row in r.rows.items():
             p50 = row.spread(lambda s: s.wrk.p50_ms)
@@ -1278,7 +1286,7 @@ def markdown(r: Results) -> str:
                 f"| {cpu.show(0) if cpu else '-'} "
                 f"| {'**' if failed else ''}{_errors_cell(row)}{'**' if failed else ''} "
                 f"| {'**' if failed else ''}{non_2xx}{'**' if failed else ''} "
-                f"| {row.processes} |"
+                f"| {row.processes} | {row.db_connections_opened} |"
             )
         lines += [
             "",

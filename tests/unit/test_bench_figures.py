@@ -238,5 +238,5 @@ def test_report_fails_loudly_on_a_kit_row_with_errors():
     results, md, data = _report(kit_read_errors=3)
     assert results.kit_failures and results.kit_failures[0].startswith("item_cached: 3 failed")
     assert "**FAILED: kit rows with failed requests**" in md
-    assert "| **0/3/0/0** |" in md
+    assert "| **0/3/0/0** | **0** | 1 | - |" in md
     assert data["kit_failures"] == results.kit_failures
