@@ -1056,6 +1056,10 @@ class Row:
         return self.total(lambda w: w.errors)
 
     @property
+    def empty_rounds(self) -> list[int]:
+        return [s.round for s in self.samples if not s.wrk.requests]
+
+    @property
     def db_connections_opened(self) -> str:
         opened = [s.db_connections_opened for s in self.samples]
         return "-" if any(o is None for o in opened) else str(sum(o or 0 for o in opened))
@@ -1093,6 +1097,8 @@ class Results:
             if c.row not in self.rows or c.baseline not in self.rows:
                 continue
             a, b = self.rows[c.row], self.rows[c.baseline]
+            if b.empty_rounds:
+                continue  # nothing to divide by (baseline_problems says so)
             cpu_a = [s.cpu_us_per_request for s in a.samples]
             cpu_b = [s.cpu_us_per_request for s in b.samples]
             cpu = None
@@ -1104,12 +1110,29 @@ class Results:
 
     @property
     def kit_failures(self) -> list[str]:
-        """Kit rows with requests that failed: the kit must have none."""
-        return [
+        """Kit rows with requests that failed, or a round in which none completed (wrk does not
+        count a request still waiting when the row ends): the kit must have none."""
+        failures = [
             f"{name}: {row.failed_requests} failed requests (socket errors {row.socket_errors}, "
             f"non-2xx {row.total(lambda w: w.non_2xx)})"
             for name, row in self.rows.items()
             if row.kit and row.failed_requests
+        ]
+        failures += [
+            f"{name}: no request completed in round(s) {row.empty_rounds}"
+            for name, row in self.rows.items()
+            if row.kit and row.empty_rounds
+        ]
+        return failures
+
+    @property
+    def baseline_problems(self) -> list[str]:
+        """Baseline rows with a round that completed nothing: their comparisons are left out."""
+        return [
+            f"{name}: no request completed in round(s) {row.empty_rounds}; its comparisons are "
+            "left out"
+            for name, row in self.rows.items()
+            if not row.kit and row.empty_rounds
         ]
 
 
@@ -1167,6 +1190,7 @@ def as_json(r: Results) -> dict[str, Any]:
         "idle_cpu_ms_per_second": r.idle_cpu_ms_per_second,
         "comparisons": comparisons,
         "kit_failures": r.kit_failures,
+        "baseline_problems": r.baseline_problems,
         "duration_seconds": r.duration_seconds,
     }
     if r.tuning is not None:
@@ -1216,6 +1240,9 @@ def markdown(r: Results) -> str:
     if failures:
         lines += ["", "**FAILED: kit rows with failed requests** (the kit must have none):", ""]
         lines += [f"- {f}" for f in failures]
+    if r.baseline_problems:
+        lines += ["", "**Baselines that measured nothing in a round:**", ""]
+        lines += [f"- {p}" for p in r.baseline_problems]
     lines += [
         "",
         "## How to read this",

@@ -240,3 +240,20 @@ def test_report_fails_loudly_on_a_kit_row_with_errors():
     assert "**FAILED: kit rows with failed requests**" in md
     assert "| **0/3/0/0** | **0** | 1 | - |" in md
     assert data["kit_failures"] == results.kit_failures
+
+
+def test_report_a_round_that_completed_nothing():
+    from bench import run
+
+    results, _, _ = _report()
+    empty = run.Sample(3, 0, f.Wrk(rps=0.0, p50_ms=0.0, p99_ms=0.0), 1000, 1, None)
+    rows = dict(results.rows)
+    rows["item_cached"] = run.Row("kit", True, [*rows["item_cached"].samples[:1], empty])
+    rows["peer_item"] = run.Row("template peer", False, [*rows["peer_item"].samples[:1], empty])
+    broken = run.Results(**{**results.__dict__, "rows": rows})
+    assert "item_cached: no request completed in round(s) [3]" in broken.kit_failures
+    assert broken.baseline_problems[0].startswith("peer_item: no request completed")
+    assert {c.comparison.row for c in broken.compared} == {"item_cached"}
+    md = run.markdown(broken)
+    assert "**Baselines that measured nothing in a round:**" in md
+    assert "| item_db / peer_item" not in md
