@@ -671,22 +671,35 @@ def measure_row(
     return Sample(round_number, position, w, used, seen, opened)
 
 
-def idle_cpu(rows: dict[str, Target], names: tuple[str, ...]) -> dict[str, float | None]:
-    """Each system under test's CPU while nothing is sent to it, in ms of CPU per second: what
-    its rows' CPU column holds besides the requests (health checks, Celery's heartbeats), which
-    matters only where a row serves few requests."""
+def idle_cpu(
+    rows: dict[str, Target], names: tuple[str, ...]
+) -> tuple[dict[str, float | None], dict[str, float | None]]:
+    """Each system under test's CPU while nothing is sent to it, and each container's, in ms of
+    CPU per second: what the rows' CPU column holds besides the requests (health checks, Celery's
+    heartbeats, the reaper), which matters only where a row serves few requests."""
     systems = {rows[name].system: rows[name].containers for name in names}
-    files = {system: {c: cpu_counter_files(c) for c in cs} for system, cs in systems.items()}
-    before = {system: cpu_usec(f) for system, f in files.items()}
+    containers = sorted({c for cs in systems.values() for c in cs})
+    files = {c: cpu_counter_files(c) for c in containers}
+    before = {c: figures.read_cpu_counter(f) for c, f in files.items()}
     time.sleep(IDLE_SECONDS)
-    after = {system: cpu_usec(f) for system, f in files.items()}
-    idle: dict[str, float | None] = {}
-    for system in systems:
-        start, end = before[system], after[system]
-        idle[system] = (
-            None if start is None or end is None else round((end - start) / IDLE_SECONDS / 1000, 1)
+    after = {c: figures.read_cpu_counter(f) for c, f in files.items()}
+    used: dict[str, float | None] = {}
+    for c in containers:
+        start, end = before[c], after[c]
+        used[c] = None if start is None or end is None else (end - start) / IDLE_SECONDS / 1000
+    by_system: dict[str, float | None] = {}
+    for system, cs in systems.items():
+        values = [used[c] for c in cs]
+        by_system[system] = (
+            None if any(v is None for v in values) else round(sum(v or 0.0 for v in values), 1)
         )
-    return idle
+    by_name = {
+        run(["docker", "inspect", "-f", "{{.Name}}", c]).stdout.strip().lstrip("/"): (
+            None if v is None else round(v, 1)
+        )
+        for c, v in used.items()
+    }
+    return by_system, by_name
 
 
 def warm_up(rows: dict[str, Target], names: tuple[str, ...]) -> None:
@@ -1083,6 +1096,7 @@ class Results:
     machine: Machine
     rows: dict[str, Row]
     idle_cpu_ms_per_second: dict[str, float | None]  # by system, before the rounds
+    idle_cpu_ms_per_second_by_container: dict[str, float | None]
     tuning: Tuning | None
     scaling: Scaling | None
     startup: Startup | None
@@ -1188,6 +1202,7 @@ def as_json(r: Results) -> dict[str, Any]:
         "machine": asdict(r.machine),
         "rows": rows,
         "idle_cpu_ms_per_second": r.idle_cpu_ms_per_second,
+        "idle_cpu_ms_per_second_by_container": r.idle_cpu_ms_per_second_by_container,
         "comparisons": comparisons,
         "kit_failures": r.kit_failures,
         "baseline_problems": r.baseline_problems,
@@ -1334,7 +1349,8 @@ def markdown(r: Results) -> str:
             lines += [
                 "",
                 f"Idle CPU of each system under test, ms per second ({IDLE_SECONDS} s before "
-                f"the rounds, nothing sent): {idle}. The CPU column includes it: it matters "
+                f"the rounds, nothing sent; by container in bench.json): {idle}. The CPU column "
+                "includes it: it matters "
                 "only in rows that serve few requests.",
             ]
         lines.append("")
@@ -1413,6 +1429,7 @@ def measure(groups: tuple[str, ...], phases: tuple[str, ...], rounds: int) -> Re
     stack = BenchStack()
     rows: dict[str, Row] = {}
     idle: dict[str, float | None] = {}
+    idle_by_container: dict[str, float | None] = {}
     tuning = scaling = startup = images = rebuild = None
     chosen = tuple(name for g in groups for name in GROUPS[g]) if "requests" in phases else ()
     if any(name.startswith("peer_") for name in chosen):
@@ -1427,7 +1444,7 @@ def measure(groups: tuple[str, ...], phases: tuple[str, ...], rounds: int) -> Re
             with baselines(stack, chosen) as urls:
                 every = targets(stack, seeded, urls)
                 log("idle CPU of each system under test, then a warm-up")
-                idle = idle_cpu(every, chosen)
+                idle, idle_by_container = idle_cpu(every, chosen)
                 warm_up(every, chosen)
                 log(f"request rows, {rounds} rounds: {', '.join(chosen)}")
                 samples = request_rounds(stack, every, groups, rounds)
@@ -1456,6 +1473,7 @@ def measure(groups: tuple[str, ...], phases: tuple[str, ...], rounds: int) -> Re
         machine=machine(load, others),
         rows=rows,
         idle_cpu_ms_per_second=idle,
+        idle_cpu_ms_per_second_by_container=idle_by_container,
         tuning=tuning,
         scaling=scaling,
         startup=startup,

@@ -216,7 +216,7 @@ def _report(kit_read_errors: int = 0):
         ("requests",),
         {"postgres:17": {"stand_in": True, "inside": "PostgreSQL 15.18"}},
     )
-    results = run.Results(info, machine, rows, {"kit": 1.0}, None, None, None, None, None, 60)
+    results = run.Results(info, machine, rows, {"kit": 1.0}, {}, None, None, None, None, None, 60)
     return results, run.markdown(results), run.as_json(results)
 
 
