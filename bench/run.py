@@ -1502,6 +1502,12 @@ def main() -> None:
             raise SystemExit(
                 "bench-publish: needs a clean checkout, every row and phase, and BENCH_ROUNDS >= 3"
             )
+    if publish and (os.getloadavg()[0] > 0.5 * (os.cpu_count() or 1) or other_containers()):
+        # Not refused (the report records both), but these figures are meant to be defended.
+        log(
+            f"warning: load average {os.getloadavg()[0]:.1f} and {other_containers()} other "
+            "containers running: this machine is not quiet"
+        )
     results = measure(groups, phases, ROUNDS)
     report = markdown(results)
     write(results, ROOT / "bench-results", report)
