@@ -72,7 +72,9 @@ SECONDS = int(os.environ.get("BENCH_SECONDS", "8"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 WARMUP_SECONDS = 2  # each row once, unmeasured, before the first round
-IDLE_SECONDS = 3  # each system under test left alone, for its idle CPU
+# Each system under test left alone, for its idle CPU: longer than the 5 s health-check interval
+# of the api and worker containers, whose probes are most of it.
+IDLE_SECONDS = 12
 SEED_ITEMS = 50_000
 JOBS, JOB_COST = 24, 300_000  # ~0.5 s of CPU each: enough to show parallelism
 # Another stack on the engine may hold these: both can be moved.
