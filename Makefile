@@ -83,9 +83,14 @@ test-fast: ## Unit and static tests only, no containers (uv)
 NEEDS_WRK = @command -v wrk >/dev/null || { echo "make $@ needs wrk (apt-get install wrk)" >&2; exit 1; }
 
 .PHONY: bench
-bench: ## Throughput, latency, start-up, size and scaling vs baselines (~6 min; wrk, uv)
+bench: ## Kit vs tutorial, template peer and bare ASGI: rounds, CPU/request, goals (~12 min) [BENCH_ROUNDS= BENCH_SECONDS= BENCH_ROWS= BENCH_PHASES=] (wrk, uv)
 	$(NEEDS_WRK)
 	uv run --frozen python -m bench.run
+
+.PHONY: bench-publish
+bench-publish: ## make bench on a clean checkout, also writing docs/benchmarks.md and docs/bench-results/bench.json (a quiet machine)
+	$(NEEDS_WRK)
+	BENCH_PUBLISH=1 uv run --frozen python -m bench.run
 
 .PHONY: coldstart
 coldstart: ## Container start to first answer: gunicorn, Cloud Run mode, Lambda init [BASELINE=<git ref>] (uv)
@@ -110,7 +115,7 @@ lint: ## ruff, mypy (strict), hadolint, shellcheck, compose/Traefik schema check
 	uv run --frozen ruff check .
 	uv run --frozen ruff format --check .
 	uv run --frozen mypy
-	uv run --frozen hadolint Dockerfile db/Dockerfile tests/backup_host/Dockerfile
+	uv run --frozen hadolint Dockerfile db/Dockerfile tests/backup_host/Dockerfile bench/peer/Dockerfile
 	uv run --frozen shellcheck .ci/run deploy/*.sh db/*.sh db/bin/* tests/backup_host/*.sh
 	uv run --frozen pytest -q tests/static
 	$(MAKE) --no-print-directory lint-alerts
