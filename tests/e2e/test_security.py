@@ -24,6 +24,7 @@ import pytest
 
 from tests import stack as stack_module
 from tests.stack import ROOT, Stack, run, wait_until
+from tests.static.compose_config import SECRETS_BY_SERVICE
 
 pytestmark = pytest.mark.e2e
 
@@ -278,18 +279,7 @@ def test_each_service_gets_only_its_secrets(containers):
             for m in info["Mounts"]
             if m["Destination"].startswith("/run/secrets/")
         }
-        expected = {
-            "db": {"postgres_password"},
-            "migrate": {"postgres_password", "postgres_app_password"},
-            "api": {"postgres_app_password", "redis_password", "jwt_secret"},
-            "worker": {"postgres_app_password", "redis_password"},
-            "redis": {"redis_password"},
-        }.get(service, set())
-        assert mounted == expected, service
-
-
-def _compose_with_secrets(stack: Stack, directory: Path, *args: str, check: bool = False):
-    return stack.compose(*args, check=check, SECRETS_DIR=str(directory))
+        assert mounted == SECRETS_BY_SERVICE.get(service, set()), service
 
 
 def test_a_short_jwt_secret_stops_the_api_naming_it(production, tmp_path):
@@ -310,7 +300,9 @@ def test_a_missing_secret_file_stops_the_service_naming_it(production, tmp_path)
     partial = tmp_path / "partial"
     _write_secrets(partial)
     (partial / "jwt_secret").unlink()
-    proc = _compose_with_secrets(stack, partial, "run", "--rm", "--no-deps", "api", "true")
+    proc = stack.compose(
+        "run", "--rm", "--no-deps", "api", "true", check=False, SECRETS_DIR=str(partial)
+    )
     assert proc.returncode != 0
     assert "jwt_secret" in proc.stdout + proc.stderr
 

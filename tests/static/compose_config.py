@@ -9,6 +9,15 @@ from typing import Any
 
 from tests.stack import ROOT, run
 
+# Each service gets the secret files it uses, and no other.
+SECRETS_BY_SERVICE = {
+    "db": {"postgres_password"},
+    "migrate": {"postgres_password", "postgres_app_password"},
+    "api": {"postgres_app_password", "redis_password", "jwt_secret"},
+    "worker": {"postgres_app_password", "redis_password"},
+    "redis": {"redis_password"},
+}
+
 
 def clean_env(**extra: str) -> dict[str, str]:
     keep = ("PATH", "HOME", "DOCKER_HOST", "DOCKER_CONFIG")

@@ -11,20 +11,12 @@ import pytest
 from jsonschema import Draft7Validator
 from pydantic import AliasChoices
 
-from tests.static.compose_config import ROOT, compose_config, run_config
+from tests.static.compose_config import ROOT, SECRETS_BY_SERVICE, compose_config, run_config
 
 PROD = ("compose.yaml", "compose.prod.yaml")
 # What production needs in its environment; its secrets are files (SECRETS_DIR).
 PROD_SECRETS = {"ACME_EMAIL": "ops@example.com", "API_DOMAIN": "api.example.com"}
 SECRET_VARIABLES = {"POSTGRES_PASSWORD", "POSTGRES_APP_PASSWORD", "REDIS_PASSWORD", "JWT_SECRET"}
-# Each service gets the secret files it uses, and no other.
-SECRETS_BY_SERVICE = {
-    "db": {"postgres_password"},
-    "migrate": {"postgres_password", "postgres_app_password"},
-    "api": {"postgres_app_password", "redis_password", "jwt_secret"},
-    "worker": {"postgres_app_password", "redis_password"},
-    "redis": {"redis_password"},
-}
 LONG_RUNNING = {"proxy", "api", "worker", "db", "redis"}
 ONE_SHOT = {"migrate", "proxy-certs"}
 
