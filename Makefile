@@ -96,6 +96,10 @@ bench-publish: ## make bench on a clean checkout, also writing docs/benchmarks.m
 coldstart: ## Container start to first answer: gunicorn, Cloud Run mode, Lambda init [BASELINE=<git ref>] (uv)
 	uv run --frozen python -m bench.coldstart
 
+.PHONY: bench-backups
+bench-backups: ## Archive lag, backup and restore time of a 1 GB database, repository size (~10 min; uv)
+	uv run --frozen python -m bench.backups
+
 .PHONY: bench-compare
 bench-compare: ## Two api builds or settings, alternating on one stack: A=<tag> B=<tag> [A_ENV= B_ENV=]
 	$(NEEDS_WRK)
@@ -111,8 +115,8 @@ lint: ## ruff, mypy (strict), hadolint, shellcheck, compose/Traefik schema check
 	uv run --frozen ruff check .
 	uv run --frozen ruff format --check .
 	uv run --frozen mypy
-	uv run --frozen hadolint Dockerfile bench/peer/Dockerfile
-	uv run --frozen shellcheck .ci/run deploy/*.sh
+	uv run --frozen hadolint Dockerfile db/Dockerfile tests/backup_host/Dockerfile bench/peer/Dockerfile
+	uv run --frozen shellcheck .ci/run deploy/*.sh db/*.sh db/bin/* tests/backup_host/*.sh
 	uv run --frozen pytest -q tests/static
 	$(MAKE) --no-print-directory lint-alerts
 
@@ -130,18 +134,33 @@ lint-alerts: ## promtool check config + test rules for every alert rule, in Dock
 		$(PROMETHEUS_IMAGE) test rules $(sort $(patsubst observability/%,%,$(wildcard observability/tests/*.test.yml)))
 
 .PHONY: backup
-backup: ## pg_dump of the local stack's database to backups/ (FILE= to choose the name)
-	@mkdir -p backups
-	$(COMPOSE) exec -T db sh -c 'pg_dump -U "$$POSTGRES_USER" -Fc "$$POSTGRES_DB"' > $(or $(FILE),backups/$(shell date -u +%Y%m%dT%H%M%SZ).dump)
-	@echo "backup written: $(or $(FILE),backups/)"
+backup: ## pgBackRest backup of the local stack's database now (TYPE=full|diff|incr, default incr)
+	$(COMPOSE) exec -T --user postgres db pgbackrest backup --type=$(or $(TYPE),incr)
+
+.PHONY: backups
+backups: ## List the backups and the archived WAL range in the pgBackRest repository
+	$(COMPOSE) exec -T --user postgres db pgbackrest info
 
 .PHONY: restore
-restore: ## Restore a backup into the local stack's database: make restore FILE=backups/x.dump
-	@test -n "$(FILE)" || { echo "usage: make restore FILE=backups/<name>.dump" >&2; exit 2; }
+restore: ## Point-in-time restore: make restore [TIME="2026-11-22 14:03:00+00"|POINT=name] [YES=1]; FILE=x.dump: a pg_dump
+ifeq ($(FILE),)
+	COMPOSE="$(COMPOSE)" TIME="$(TIME)" POINT="$(POINT)" TIMELINE="$(TIMELINE)" YES="$(YES)" db/restore.sh
+else
 	$(COMPOSE) exec -T db sh -c 'pg_restore --clean --if-exists --no-owner --single-transaction -U "$$POSTGRES_USER" -d "$$POSTGRES_DB"' < "$(FILE)"
 	@# The item cache describes the data before the restore: empty it (db 0; the job queue is db 1).
 	@# Production's password is a secret file (compose.prod.yaml), read into REDISCLI_AUTH: not argv.
 	$(COMPOSE) exec -T redis sh -c 'if [ -f /run/secrets/redis_password ]; then REDISCLI_AUTH=$$(cat /run/secrets/redis_password); export REDISCLI_AUTH; fi; redis-cli -n 0 FLUSHDB'
+endif
+
+.PHONY: dump
+dump: ## pg_dump of the local stack's database to backups/ (FILE= to choose the name), for make restore FILE=
+	@mkdir -p backups
+	$(COMPOSE) exec -T db sh -c 'pg_dump -U "$$POSTGRES_USER" -Fc "$$POSTGRES_DB"' > $(or $(FILE),backups/$(shell date -u +%Y%m%dT%H%M%SZ).dump)
+	@echo "dump written: $(or $(FILE),backups/)"
+
+.PHONY: backup-fetch
+backup-fetch: ## After losing the server's disk: copy the off-host repository back (then make restore)
+	$(COMPOSE) run --rm --no-deps -T --entrypoint kit-backup-offhost backup fetch
 
 .PHONY: secrets
 secrets: ## Create the missing production secret files in SECRETS_DIR (./secrets); never overwrites
@@ -168,7 +187,7 @@ deploy-trust: ## Pin the server's SSH host key (shows its fingerprints; YES=1 pi
 	YES=$(YES) deploy/deploy.sh trust
 
 .PHONY: deploy-backup
-deploy-backup: ## pg_dump of the server's database, kept on the server under backups/
+deploy-backup: ## A restore point in the server's WAL archive now (make restore POINT=<name> there)
 	deploy/deploy.sh backup
 
 .PHONY: prod-config

@@ -118,6 +118,27 @@ async def current_revision(engine: AsyncEngine) -> str | None:
         )
 
 
+# WAL archiving as PostgreSQL's archiver sees it (pg_stat_archiver, readable by any role): failing
+# when its last attempt failed, and for how long nothing was archived (since the server started,
+# if nothing ever was).
+ARCHIVE_STATE = text(
+    "SELECT current_setting('archive_mode') <> 'off',"
+    " coalesce(last_failed_time > coalesce(last_archived_time, '-infinity'), false),"
+    " extract(epoch FROM now() - coalesce(last_archived_time, pg_postmaster_start_time()))::float8,"
+    " last_failed_wal"
+    " FROM pg_stat_archiver"
+)
+
+
+async def archive_problem(engine: AsyncEngine, stall_seconds: int) -> str | None:
+    """Why WAL archiving is failing, if it has been failing for more than stall_seconds."""
+    async with engine.connect() as conn:
+        archiving, failing, since_success, failed_wal = (await conn.execute(ARCHIVE_STATE)).one()
+    if archiving and failing and since_success > stall_seconds:
+        return f"WAL archiving failing: nothing archived for {since_success:.0f}s ({failed_wal})"
+    return None
+
+
 # Every migrator of this database takes this PostgreSQL advisory lock (api/migrations/env.py), so
 # two started at once run one after the other. Any constant shared by all of them.
 MIGRATION_LOCK_ID = 727_274_001

@@ -163,6 +163,10 @@ class Settings(BaseSettings):
     # Lambda, where an execution environment is frozen between invocations and a pooled
     # connection outlives the server's side of it (or use RDS Proxy, and keep "pooled").
     db_pool_mode: Literal["pooled", "per-request"] = "pooled"
+    # /ready fails ("archive") once WAL archiving has failed for this long since its last success
+    # (pg_stat_archiver): the archiver retries every minute, so a brief failure does not count.
+    # 0: /ready does not look at archiving (a database the kit does not archive).
+    archive_stall_seconds: int = Field(300, ge=0)
 
     # Redis: cache and Celery broker (separate logical databases). REDIS_URL has no password:
     # REDIS_PASSWORD is put into it (redis_connection_url). A password in REDIS_URL still works,

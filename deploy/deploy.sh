@@ -60,20 +60,26 @@ upload_secrets() {
 
 ship_images() {
   local release=$1
-  local images=("$APP_IMAGE-api:$release" "$APP_IMAGE-worker:$release")
+  local images=("$APP_IMAGE-api:$release" "$APP_IMAGE-worker:$release") db_image=$APP_IMAGE-db:current
   case $DEPLOY_IMAGES in
     build)
       say "building images on the server"
-      "${SSH[@]}" "cd $(printf %q "$DEPLOY_PATH/releases/$release") && docker compose -p $DEPLOY_PROJECT -f compose.yaml -f compose.prod.yaml build api worker"
+      "${SSH[@]}" "cd $(printf %q "$DEPLOY_PATH/releases/$release") && docker compose -p $DEPLOY_PROJECT -f compose.yaml -f compose.prod.yaml build api worker db"
       ;;
     ship | registry)
       say "building ${images[*]}"
-      APP_IMAGE=$APP_IMAGE APP_TAG=$release docker compose build api worker >&2
+      APP_IMAGE=$APP_IMAGE APP_TAG=$release docker compose build api worker db >&2
       if [[ $DEPLOY_IMAGES == registry ]]; then
-        for image in "${images[@]}"; do docker push "$image" >&2; done
-        "${SSH[@]}" "for i in ${images[*]}; do docker pull \$i; done"
+        for image in "${images[@]}" "$db_image"; do docker push "$image" >&2; done
+        "${SSH[@]}" "for i in ${images[*]} $db_image; do docker pull \$i; done"
       else
-        say "shipping images over SSH, compressed"
+        # The db image only when the server's differs (a changed db/): it keeps one tag across
+        # releases (compose.yaml), so an unchanged one restarts nothing there.
+        if [[ $(docker image inspect -f '{{.Id}}' "$db_image") != \
+          $("${SSH[@]}" "docker image inspect -f '{{.Id}}' $db_image 2>/dev/null || true") ]]; then
+          images+=("$db_image")
+        fi
+        say "shipping ${images[*]} over SSH, compressed"
         docker save "${images[@]}" | gzip -1 | "${SSH[@]}" 'gunzip | docker load' >&2
       fi
       ;;

@@ -5,7 +5,7 @@ die() { echo "deploy: $*" >&2; exit 1; }
 say() { echo "deploy: $*" >&2; }
 
 # The production secrets, one file each (compose.prod.yaml's `secrets:`, read from SECRETS_DIR).
-SECRETS=(postgres_password postgres_app_password redis_password jwt_secret)
+SECRETS=(postgres_password postgres_app_password redis_password jwt_secret pgbackrest_cipher_pass pgbackrest_ssh_key)
 
 # Settings: deploy.env (kept out of git; see deploy/deploy.env.example), then the environment.
 # Arguments: the settings that must be set (default: the ones every command but deploy-trust needs).

@@ -99,14 +99,30 @@ record() { # RESULT RELEASE WHO MESSAGE: one line a deploy, appended, never rewr
 
 current() { basename "$(readlink "$DEPLOY_PATH/current" 2>/dev/null || echo none)"; }
 
-backup() { # pg_dump of the running database, if there is one yet
-  local name=${1:-manual-$(date -u +%Y%m%dT%H%M%SZ)} release
+backup() { # [NAME]: a restore point in the running database's pgBackRest archive, if there is one
+  local name=${1:-manual-$(date -u +%Y%m%dT%H%M%SZ)} release at
   release=$(current)
-  [[ $release != none ]] && [[ -n $(compose "$release" ps -q db 2>/dev/null) ]] || { echo "no database yet, no backup" >&2; return 0; }
+  [[ $release != none ]] && [[ -n $(compose "$release" ps -q db 2>/dev/null) ]] || { echo "no database yet, no restore point" >&2; return 0; }
+  if ! compose "$release" exec -T db sh -c 'command -v pgbackrest' >/dev/null; then
+    # The first deploy of a kit with pgBackRest: the database running is the plain one. A dump.
+    # shellcheck disable=SC2016 # expanded by the db container's shell, from its own environment
+    compose "$release" exec -T db sh -c 'pg_dump -U "$POSTGRES_USER" -Fc "$POSTGRES_DB"' >"$DEPLOY_PATH/backups/$name.dump"
+    echo "backup: $DEPLOY_PATH/backups/$name.dump (the database had no pgBackRest yet)" >&2
+    return 0
+  fi
+  # A named point in the WAL (instant, whatever the database's size), then a WAL switch that
+  # pgbackrest check waits to see archived: the point is in the archive before a migration runs.
+  # Restorable with make restore POINT=NAME as long as a backup older than it is kept.
   # shellcheck disable=SC2016 # expanded by the db container's shell, from its own environment
-  compose "$release" exec -T db sh -c 'pg_dump -U "$POSTGRES_USER" -Fc "$POSTGRES_DB"' >"$DEPLOY_PATH/backups/$name.dump"
-  echo "backup: $DEPLOY_PATH/backups/$name.dump" >&2
-  find "$DEPLOY_PATH/backups" -name '*.dump' -printf '%T@ %p\n' | sort -rn | tail -n +11 | cut -d' ' -f2- | xargs -r rm -f
+  at=$(compose "$release" exec -T --user postgres db sh -c \
+    'psql -XAtq -v ON_ERROR_STOP=1 -U "$POSTGRES_USER" -d postgres -c "SELECT pg_create_restore_point('"'$name'"')" -c "SELECT now()"' | tail -n 1)
+  compose "$release" exec -T --user postgres db pgbackrest check >&2
+  printf '%s\t%s\n' "$at" "$name" >>"$DEPLOY_PATH/backups/restore-points"
+  echo "restore point $name at $at (make restore POINT=$name, or TIME=\"$at\")" >&2
+}
+
+restore_point_of() { # RELEASE: the restore point taken before its migrations, as "TIME<tab>NAME"
+  grep -F "$(printf '\tbefore-%s' "$1")" "$DEPLOY_PATH/backups/restore-points" 2>/dev/null | tail -n 1
 }
 
 health_of() { docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$1"; }
@@ -240,7 +256,7 @@ activate() { # RELEASE: backup, infrastructure, migrations, api, worker, switch
   local release=$1
   sync_proxy_config "$release"
   backup "before-$release"
-  compose "$release" up -d --wait db redis proxy
+  compose "$release" up -d --wait db redis proxy backup
   compose "$release" run --rm migrate
   rollout_api "$release"
   rollout_worker "$release"
@@ -259,6 +275,14 @@ rollback() { # [RELEASE]: the previous release (default) serves again; no migrat
   rollout_worker "$target"
   switch_current "$target"
   drop_stale_proxy_config "$target"
+  local from point
+  from=$(basename "$(readlink "$DEPLOY_PATH/previous" 2>/dev/null || echo none)")
+  point=$(restore_point_of "$from")
+  if [[ -n $point ]]; then
+    echo "rolled back from $from; migrations are not undone. If its migration destroyed data, the" \
+      "database as it was just before: cd $DEPLOY_PATH/current && make restore POINT=${point#*$'\t'}" \
+      "(taken ${point%%$'\t'*}; everything written since is lost)" >&2
+  fi
   echo "$target"
 }
 

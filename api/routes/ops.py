@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from api import metrics
-from api.db import current_revision, head_revision
+from api.db import archive_problem, current_revision, head_revision
 from api.deps import SettingsDep
 from core.logs import request_id_var
 
@@ -55,19 +55,35 @@ async def _database(request: Request) -> str | None:
     return None
 
 
+async def _archive(request: Request) -> str | None:
+    """A database whose WAL does not reach the backups loses, with its disk, everything since.
+    Read from PostgreSQL (pg_stat_archiver), so the api knows nothing of pgBackRest."""
+    stall_seconds = request.app.state.settings.archive_stall_seconds
+    if not stall_seconds:
+        return None
+    try:
+        return await archive_problem(request.app.state.engine, stall_seconds)
+    except Exception:
+        # An unreachable database is the database check's failure; not counted twice.
+        return None
+
+
 async def _redis(request: Request) -> None:
     await request.app.state.redis.ping()
 
 
 @router.get("/ready", responses={503: {"description": "A dependency failed; named in checks"}})
 async def ready(request: Request) -> JSONResponse:
-    """Readiness: database and Redis reachable, schema migrated to this code's head.
+    """Readiness: database and Redis reachable, schema migrated to this code's head, WAL
+    archiving not failing for longer than ARCHIVE_STALL_SECONDS.
 
     Why a check failed is logged. In production the answer says only which failed: it is public
     (deploy checks it through the proxy), and an error's text tells an attacker about the servers
     behind (host names, addresses, versions)."""
-    database, redis = await asyncio.gather(_check(_database(request)), _check(_redis(request)))
-    problems = {"database": database, "redis": redis}
+    database, redis, archive = await asyncio.gather(
+        _check(_database(request)), _check(_redis(request)), _check(_archive(request))
+    )
+    problems = {"database": database, "redis": redis, "archive": archive}
     failed = [name for name, problem in problems.items() if problem is not None]
     for name in failed:
         log.warning("readiness check failed", extra={"check": name, "error": problems[name]})

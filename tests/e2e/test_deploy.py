@@ -37,8 +37,10 @@ def _parts() -> None:
 
 
 SSH_PORT = int(os.environ.get("KIT_TEST_SSH_PORT", "52222"))
-HTTPS_PORT = 38443
-PROJECT = "kit-deploy"
+# Overridable, so a second copy of this test can run beside another on one engine.
+HTTPS_PORT = int(os.environ.get("KIT_DEPLOY_TEST_HTTPS_PORT", "38443"))
+PROJECT = os.environ.get("KIT_DEPLOY_TEST_PROJECT", "kit-deploy")
+EDGE_PREFIX = os.environ.get("KIT_DEPLOY_TEST_EDGE_PREFIX", "172.30.252")
 CLIENT_BASE = f"https://127.0.0.1:{HTTPS_PORT}"
 API_HOST = {"Host": "api.localhost"}
 # A job that runs through the rollout (a few seconds of the worker's CPU): finished once.
@@ -50,6 +52,9 @@ SECRETS = {
     "postgres_app_password": "deploy-test-app-4c1d9a",
     "redis_password": "deploy-test-redis-7e3a51",
     "jwt_secret": "deploy-test-jwt-secret-0123456789abcdef",
+    "pgbackrest_cipher_pass": "deploy-test-pgbackrest-5d0c7f",
+    # Read only with an off-host copy configured (BACKUP_OFFHOST_HOST), which this test has not.
+    "pgbackrest_ssh_key": "deploy-test-not-a-key",
 }
 BROKEN_HEALTH = 'return JSONResponse({"broken": 1}, 500)'
 READY_PATCH = (
@@ -103,9 +108,9 @@ def workspace(server, tmp_path_factory):
         "ACME_EMAIL=ops@example.com\nAPI_DOMAIN=api.localhost\n"
         # Nothing leaves this machine: the ACME directory is a closed loopback port.
         "ACME_CA_SERVER=https://127.0.0.1:9/directory\n"
-        f"HTTP_PORT=38080\nHTTPS_PORT={HTTPS_PORT}\n"
+        f"HTTP_PORT={HTTPS_PORT - 360}\nHTTPS_PORT={HTTPS_PORT}\n"
         # The edge network, off the test stack's and a developer's.
-        "EDGE_NETWORK_PREFIX=172.30.252\n"
+        f"EDGE_NETWORK_PREFIX={EDGE_PREFIX}\n"
         # The test's clients name no host in TLS (https://127.0.0.1 with a Host header) and no
         # certificate exists for api.localhost here: strict SNI, on in production, would refuse
         # them. tests/e2e/test_security.py proves it with a certificate.
@@ -130,7 +135,7 @@ def workspace(server, tmp_path_factory):
         "DEPLOY_HEALTH_TIMEOUT": "90",
         "DEPLOY_MIN_FREE_MB": "100",
         "DEPLOY_WHO": "deploy-test",
-        "APP_IMAGE": "kit-deploy-test",
+        "APP_IMAGE": f"{PROJECT}-test",
     }
     # The host key: unknown, the deploy refuses to connect; pinned, the one the server has.
     unpinned = run(["make", "--no-print-directory", "deploy-log"], cwd=source, env=env, check=False)
@@ -147,7 +152,7 @@ def workspace(server, tmp_path_factory):
         current_compose(srv) if (srv / "current").exists() else ["docker", "compose", "-p", PROJECT]
     )
     run([*compose, "down", "-v", "--remove-orphans", "--timeout", "5"], check=False, env=env)
-    images = run(["docker", "images", "-q", "--filter", "reference=kit-deploy-test-*"], check=False)
+    images = run(["docker", "images", "-q", "--filter", f"reference={PROJECT}-test-*"], check=False)
     if images.stdout.split():
         run(["docker", "rmi", "-f", *set(images.stdout.split())], check=False)
 
@@ -200,19 +205,27 @@ def current_revision(srv: Path, env) -> str:
     return _psql(srv, env, "SELECT version_num FROM alembic_version").strip()
 
 
-def dumped_revision(srv: Path, env, name: str) -> str:
-    """Restore a deploy's dump into a scratch database of the server's PostgreSQL; its revision."""
-    dump = srv / "backups" / f"{name}.dump"
-    scratch = "dump_check"
-    _psql(srv, env, f"DROP DATABASE IF EXISTS {scratch}", "postgres")
-    _psql(srv, env, f"CREATE DATABASE {scratch}", "postgres")
-    restore = f'pg_restore --no-owner -U "$POSTGRES_USER" -d {scratch}'
-    command = [*current_compose(srv), "exec", "-T", "db", "sh", "-c", restore]
-    run(["sh", "-c", f"{shlex.join(command)} < {shlex.quote(str(dump))}"], env=env)
-    try:
-        return _psql(srv, env, "SELECT version_num FROM alembic_version", scratch).strip()
-    finally:
-        _psql(srv, env, f"DROP DATABASE {scratch}", "postgres")
+# A deploy's restore point, restored from the server's pgBackRest archive into a scratch data
+# directory of a one-off db container (its tmpfs), and the migration revision found there. The
+# running database is not touched.
+RESTORE_POINT_REVISION = """
+set -eu
+kit-backup-config
+mkdir -m 0700 /tmp/point
+pgbackrest restore --pg1-path=/tmp/point --type=name --target="$1" --target-action=promote \\
+  --archive-mode=off >/dev/null
+pg_ctl -D /tmp/point -l /tmp/point.log -w start >/dev/null \\
+  -o "-c listen_addresses='' -c unix_socket_directories=/tmp -c archive_mode=off"
+sql() { psql -XAtq -h /tmp -U "$POSTGRES_USER" -d "$POSTGRES_DB" -c "$1"; }
+until [ "$(sql 'SELECT pg_is_in_recovery()')" = f ]; do sleep 0.5; done
+sql 'SELECT version_num FROM alembic_version'
+"""
+
+
+def revision_at_restore_point(srv: Path, env, name: str) -> str:
+    one_off = ["run", "--rm", "--no-deps", "-T", "--user", "postgres", "--entrypoint", "sh", "db"]
+    command = [*current_compose(srv), *one_off, "-c", RESTORE_POINT_REVISION, "sh", name]
+    return run(command, env=env).stdout.strip()
 
 
 def https_client() -> httpx.Client:
@@ -403,7 +416,7 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
     assert load.releases_seen[-1] == 2
     assert {serving_release(client) for _ in range(30)} == {2}
     release_2 = releases(srv)[-1]
-    assert dumped_revision(srv, env, f"before-{release_2}") == head_revision()
+    assert revision_at_restore_point(srv, env, f"before-{release_2}") == head_revision()
     assert current_revision(srv, env) == "deploytest2"
     # The old containers (production runs 2) drained through DRAIN_FILE of their settings, for
     # three rounds of the 2 s health-check interval on their Traefik label.
@@ -436,7 +449,10 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
     run(["git", "commit", "-q", "-am", "release broken"], cwd=source)
 
     # Roll back to release 1 by name.
-    make(workspace, "rollback", f"RELEASE={release_1}")
+    rolled_back = make(workspace, "rollback", f"RELEASE={release_1}")
+    # Migrations are not undone; it names the point from before the migrations of the release
+    # it left, should one have destroyed data.
+    assert f"make restore POINT=before-{release_2}" in rolled_back.stderr
     wait_until(lambda: serving_release(client) == 1, within=30)
     assert (srv / "current").resolve().name == release_1
     # With its own proxy configuration: release 2's change to the middlewares is undone.
@@ -462,11 +478,13 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
     assert results == ["success", "success", "failed", "rollback"], log
     assert all("\tdeploy-test\t" in line for line in log)
 
-    # Backups were taken before each migration after the first release.
-    dumps = sorted((srv / "backups").glob("before-*.dump"))
-    assert len(dumps) >= 2
-    assert all(d.stat().st_size > 1000 for d in dumps)
-    assert {mode(d) for d in dumps} == {0o600}
+    # A restore point was made and archived before each migration after the first release.
+    points = (srv / "backups" / "restore-points").read_text().splitlines()
+    assert [line.split("\t")[1] for line in points] == [
+        f"before-{release_2}",
+        f"before-{release_3}",
+    ]
+    assert mode(srv / "backups" / "restore-points") == 0o600
 
     # Two deploys at once: the second fails naming the first, whose lock it leaves alone.
     commit_release(source, 4)
@@ -530,7 +548,7 @@ def test_make_scale_on_the_server_starts_production_containers(workspace, server
             assert container["HostConfig"]["ReadonlyRootfs"] is True, name
             assert "ALL" in container["HostConfig"]["CapDrop"], name
             assert "ENVIRONMENT=production" in container["Config"]["Env"], name
-            assert container["Config"]["Image"] == f"kit-deploy-test-api:{release}", name
+            assert container["Config"]["Image"] == f"{PROJECT}-test-api:{release}", name
     finally:
         on_server(server, source, f"cd {current} && make scale REPLICAS={replicas}")
     assert len(api_containers()) == replicas

@@ -28,11 +28,21 @@ from tests.static.compose_config import SECRETS_BY_SERVICE
 
 pytestmark = pytest.mark.e2e
 
-HTTPS_PORT = 48443
+# Overridable, so a second copy of this test can run beside another on one engine.
+HTTPS_PORT = int(os.environ.get("KIT_SEC_TEST_HTTPS_PORT", "48443"))
+HTTP_PORT = HTTPS_PORT - 363
 DOMAIN = "api.localhost"
-EDGE_PREFIX = "172.30.254"
+EDGE_PREFIX = os.environ.get("KIT_SEC_TEST_EDGE_PREFIX", "172.30.254")
+PROJECT = os.environ.get("KIT_SEC_TEST_PROJECT", "kit-sec")
 PROXY_ADDRESS = f"{EDGE_PREFIX}.2"
-SECRET_NAMES = ("postgres_password", "postgres_app_password", "redis_password", "jwt_secret")
+SECRET_NAMES = (
+    "postgres_password",
+    "postgres_app_password",
+    "redis_password",
+    "jwt_secret",
+    "pgbackrest_cipher_pass",
+    "pgbackrest_ssh_key",
+)
 # Capabilities a service may be given back, and why (compose.prod.yaml): the db and redis
 # entrypoints take their data directories and drop to their users; proxy-certs chowns once.
 ALLOWED_CAP_ADD = {
@@ -83,7 +93,7 @@ def production(tmp_path_factory) -> Iterator[tuple[Stack, dict[str, str]]]:
     values = _write_secrets(root / "secrets")
     _proxy_config(root / "dynamic")
     prod = Stack(
-        project="kit-sec",
+        project=PROJECT,
         files=("compose.yaml", "compose.prod.yaml"),
         with_proxy=True,
         env={
@@ -93,14 +103,14 @@ def production(tmp_path_factory) -> Iterator[tuple[Stack, dict[str, str]]]:
             "ACME_CA_SERVER": "https://127.0.0.1:9/directory",
             "SECRETS_DIR": str(root / "secrets"),
             "PROXY_DYNAMIC_DIR": str(root / "dynamic"),
-            "HTTP_PORT": "48080",
+            "HTTP_PORT": str(HTTP_PORT),
             "HTTPS_PORT": str(HTTPS_PORT),
             "EDGE_NETWORK_PREFIX": EDGE_PREFIX,
             "API_REPLICAS": "1",
         },
     )
     try:
-        prod.up()
+        prod.up("backup")
         # Healthy is not yet routed: Traefik adds the api at its next active health check.
         wait_until(lambda: _https("/health").status_code == 200, within=60)
         yield prod, values
@@ -126,6 +136,7 @@ def containers(production) -> dict[str, dict]:
         "migrate",
         "db",
         "redis",
+        "backup",
     } <= set(found)
     return found
 
@@ -329,7 +340,11 @@ def test_prometheus_scrapes_metrics_from_the_backend_network(production):
 def test_ready_answers_status_only_even_when_failing(production):
     stack, _ = production
     body = _https("/ready").json()
-    assert body == {"status": "ready", "failed": [], "checks": {"database": "ok", "redis": "ok"}}
+    assert body == {
+        "status": "ready",
+        "failed": [],
+        "checks": {"database": "ok", "redis": "ok", "archive": "ok"},
+    }
     stack.compose("stop", "redis")
     try:
         failing = wait_until(
@@ -338,7 +353,7 @@ def test_ready_answers_status_only_even_when_failing(production):
         assert failing.json() == {
             "status": "not ready",
             "failed": ["redis"],
-            "checks": {"database": "ok", "redis": "failed"},
+            "checks": {"database": "ok", "redis": "failed", "archive": "ok"},
         }
     finally:
         stack.compose("start", "redis")
@@ -407,14 +422,14 @@ def test_spoofed_forwarded_headers_are_not_believed(production):
 
 def test_the_proxy_has_the_fixed_address_the_api_trusts(containers):
     networks = containers["proxy"]["NetworkSettings"]["Networks"]
-    assert networks["kit-sec_edge"]["IPAddress"] == PROXY_ADDRESS
+    assert networks[f"{PROJECT}_edge"]["IPAddress"] == PROXY_ADDRESS
     env = dict(v.partition("=")[::2] for v in containers["api"]["Config"]["Env"])
     assert env["FORWARDED_ALLOW_IPS"] == PROXY_ADDRESS
 
 
 def test_http_redirects_to_the_published_https_port(production):
     response = httpx.get(
-        "http://127.0.0.1:48080/health", headers={"Host": DOMAIN}, follow_redirects=False
+        f"http://127.0.0.1:{HTTP_PORT}/health", headers={"Host": DOMAIN}, follow_redirects=False
     )
     assert response.status_code in (301, 302, 307, 308)
     assert response.headers["location"].startswith(f"https://{DOMAIN}:{HTTPS_PORT}/")

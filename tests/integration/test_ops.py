@@ -25,7 +25,7 @@ async def test_ready_when_everything_is_up(client):
     assert r.json() == {
         "status": "ready",
         "failed": [],
-        "checks": {"database": "ok", "redis": "ok"},
+        "checks": {"database": "ok", "redis": "ok", "archive": "ok"},
     }
 
 

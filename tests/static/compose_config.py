@@ -11,7 +11,8 @@ from tests.stack import ROOT, run
 
 # Each service gets the secret files it uses, and no other.
 SECRETS_BY_SERVICE = {
-    "db": {"postgres_password"},
+    "db": {"postgres_password", "pgbackrest_cipher_pass"},
+    "backup": {"pgbackrest_cipher_pass", "pgbackrest_ssh_key"},
     "migrate": {"postgres_password", "postgres_app_password"},
     "api": {"postgres_app_password", "redis_password", "jwt_secret"},
     "worker": {"postgres_app_password", "redis_password"},

@@ -17,7 +17,7 @@ PROD = ("compose.yaml", "compose.prod.yaml")
 # What production needs in its environment; its secrets are files (SECRETS_DIR).
 PROD_SECRETS = {"ACME_EMAIL": "ops@example.com", "API_DOMAIN": "api.example.com"}
 SECRET_VARIABLES = {"POSTGRES_PASSWORD", "POSTGRES_APP_PASSWORD", "REDIS_PASSWORD", "JWT_SECRET"}
-LONG_RUNNING = {"proxy", "api", "worker", "db", "redis"}
+LONG_RUNNING = {"proxy", "api", "worker", "db", "redis", "backup"}
 ONE_SHOT = {"migrate", "proxy-certs"}
 
 
@@ -120,6 +120,25 @@ def test_db_and_redis_are_on_an_internal_network_without_the_proxy(dev):
     for name in ("db", "redis"):
         assert set(dev["services"][name]["networks"]) == {"backend"}
     assert "backend" not in dev["services"]["proxy"]["networks"]
+    # The off-host copy's route out is the backup service's alone.
+    on_backup_out = {n for n, s in dev["services"].items() if "backup-out" in s.get("networks", {})}
+    assert on_backup_out == {"backup"}
+
+
+def test_wal_is_archived_by_pgbackrest_within_archive_timeout(dev):
+    command = dev["services"]["db"]["command"]
+    assert "archive_mode=on" in command
+    assert "archive_command=pgbackrest archive-push %p" in command
+    assert "archive_timeout=60" in command
+    shorter = compose_config(ARCHIVE_TIMEOUT="5")["services"]["db"]["command"]
+    assert shorter[-1] == "archive_timeout=5"
+    # The db image keeps one tag across releases: a deploy restarts the database only if it
+    # changed.
+    images = {dev["services"][name]["image"] for name in ("db", "backup")}
+    assert images == {"fastapi-kit-db:current"}
+    volumes = {v["target"]: v for v in dev["services"]["backup"]["volumes"]}
+    assert volumes["/var/lib/pgbackrest"]["source"] == "pgbackrest"
+    assert volumes["/var/lib/postgresql/data"]["read_only"] is True
 
 
 def test_named_volumes_for_state(dev):
@@ -154,7 +173,11 @@ def test_production_hardening(prod):
         for n, s in prod["services"].items()
         if s.get("user", "build" not in s and "root") in ("root", "0")
     }
-    assert as_root == {"socket-proxy", "proxy-certs", "db", "redis"}
+    # The db image is the kit's own build now (db/Dockerfile), but its entrypoint, the official
+    # one, still starts as root and drops to postgres: no USER there, none here.
+    assert as_root | {"db"} == {"socket-proxy", "proxy-certs", "db", "redis"}
+    assert "user" not in prod["services"]["db"]
+    assert prod["services"]["backup"]["user"] == "postgres"
     assert "cap_add" not in prod["services"]["proxy"], "the proxy binds unprivileged ports"
     labels = prod["services"]["api"]["labels"]
     assert labels["traefik.http.routers.api.tls.certresolver"] == "letsencrypt"

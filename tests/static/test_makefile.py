@@ -67,11 +67,21 @@ def test_make_secrets_creates_only_what_is_missing(tmp_path):
     (secrets / "jwt_secret").write_text("kept as it is")
     first = make("secrets", f"SECRETS_DIR={secrets}")
     assert first.returncode == 0, first.stderr
-    created = ["postgres_password", "postgres_app_password", "redis_password"]
-    assert re.findall(r"^created .*/(\w+)$", first.stdout, flags=re.M) == created
+    created = [
+        "postgres_password",
+        "postgres_app_password",
+        "redis_password",
+        "pgbackrest_cipher_pass",
+    ]
+    made = re.findall(r"^created .*/(\w+)$", first.stdout, flags=re.M)
+    assert made == [*created, "pgbackrest_ssh_key"]
+    # An SSH key pair for the off-host copy: the private key is the secret, the .pub is for the
+    # other machine's authorized_keys.
+    assert (secrets / "pgbackrest_ssh_key").read_text().startswith("-----BEGIN OPENSSH PRIVATE KEY")
+    assert (secrets / "pgbackrest_ssh_key.pub").read_text().startswith("ssh-ed25519 ")
     assert (secrets / "jwt_secret").read_text() == "kept as it is"
     values = {(secrets / name).read_text() for name in created}
-    assert len(values) == 3
+    assert len(values) == 4
     assert all(re.fullmatch(r"[0-9a-f]{64}", value) for value in values), "no newline either"
     assert stat.S_IMODE(secrets.stat().st_mode) == 0o700
     assert {stat.S_IMODE((secrets / name).stat().st_mode) for name in created} == {0o444}

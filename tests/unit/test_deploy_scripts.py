@@ -155,9 +155,12 @@ case "$*" in
   "version --format"*) echo 27.0.0 ;;
   "compose version") echo v2.30.0 ;;
   *" ps -q db") [[ ! -e $DEPLOY_PATH/current ]] || echo 0123456789ab ;;
+  *" exec -T db sh -c command -v pgbackrest") [[ -e $DEPLOY_PATH/has-pgbackrest ]] || exit 1 ;;
   *" exec -T db "*) echo "PGDMP a dump" ;;
-  *" config --quiet" | *" build api worker") ;;
-  *" up -d --wait db redis proxy")
+  *" exec -T --user postgres db sh -c "*) printf '0/3000028\n2026-12-01 03:00:00.5+00\n' ;;
+  *" exec -T --user postgres db pgbackrest check") ;;
+  *" config --quiet" | *" build api worker db") ;;
+  *" up -d --wait db redis proxy backup")
     if [[ -e $DEPLOY_PATH/steal-lock ]]; then
       rm -rf "$DEPLOY_PATH/deploy.lock" && mkdir "$DEPLOY_PATH/deploy.lock"
       echo bob >"$DEPLOY_PATH/deploy.lock/owner"
@@ -388,6 +391,17 @@ def test_the_server_keeps_its_files_to_the_deploying_user(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert (srv / "backups" / "manual.dump").read_text() == "PGDMP a dump\n"
     assert mode(srv / "backups" / "manual.dump") == 0o600
+    # A database with pgBackRest: a restore point, archived, and where it is written down.
+    (srv / "has-pgbackrest").touch()
+    proc = remote(srv, "backup", "before-r2")
+    assert proc.returncode == 0, proc.stderr
+    assert "pg_create_restore_point('before-r2')" in (srv / "docker.calls").read_text()
+    assert "pgbackrest check" in (srv / "docker.calls").read_text(), "archived before it counts"
+    assert (srv / "backups" / "restore-points").read_text() == (
+        "2026-12-01 03:00:00.5+00\tbefore-r2\n"
+    )
+    assert mode(srv / "backups" / "restore-points") == 0o600
+    assert "make restore POINT=before-r2" in proc.stderr
     assert remote(srv, "record", "success", "r1", "alice", "release 1").returncode == 0
     assert mode(srv / "deploy.log") == 0o600
     assert remote(srv, "lock", "alice").returncode == 0
@@ -413,7 +427,14 @@ def test_proxy_config_stays_readable_to_traefik(tmp_path):
     assert mode(srv / "proxy-dynamic" / "tls.yml") == 0o644
 
 
-SECRET_NAMES = ["postgres_password", "postgres_app_password", "redis_password", "jwt_secret"]
+SECRET_NAMES = [
+    "postgres_password",
+    "postgres_app_password",
+    "redis_password",
+    "jwt_secret",
+    "pgbackrest_cipher_pass",
+    "pgbackrest_ssh_key",
+]
 
 
 def lib_secrets() -> list[str]:
@@ -422,7 +443,7 @@ def lib_secrets() -> list[str]:
     return proc.stdout.split()
 
 
-def test_the_secret_names_are_the_four_the_kit_uses():
+def test_the_secret_names_are_the_ones_the_kit_uses():
     assert lib_secrets() == SECRET_NAMES
 
 

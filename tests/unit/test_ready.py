@@ -48,9 +48,29 @@ class MigratedDatabase:
     async def __aexit__(self, *exc_info: object) -> None:
         return None
 
+    # pg_stat_archiver as api.db.archive_problem reads it: archiving on, not failing.
+    archive_state: tuple[object, ...] = (True, False, 5.0, None)
+
     async def scalar(self, statement: object) -> object:
         # First "does alembic_version exist", then the revision in it.
         return True if isinstance(statement, TextClause) else HEAD
+
+    async def execute(self, statement: object) -> Row:
+        return Row(self.archive_state)
+
+
+class Row:
+    def __init__(self, values: tuple[object, ...]) -> None:
+        self.values = values
+
+    def one(self) -> tuple[object, ...]:
+        return self.values
+
+
+class StalledArchiveDatabase(MigratedDatabase):
+    """Archiving has failed for 15 minutes, the last segment tried named."""
+
+    archive_state = (True, True, 900.0, "0000000100000000000000A1")
 
 
 class UnreachableRedis:
@@ -89,7 +109,7 @@ def test_production_answers_which_checks_failed_and_nothing_more(production_down
     assert r.json() == {
         "status": "not ready",
         "failed": ["database", "redis"],
-        "checks": {"database": "failed", "redis": "failed"},
+        "checks": {"database": "failed", "redis": "failed", "archive": "ok"},
     }
     assert "internal.example" not in r.text
 
@@ -113,7 +133,7 @@ def test_production_names_the_one_check_that_failed():
     assert r.json() == {
         "status": "not ready",
         "failed": ["redis"],
-        "checks": {"database": "ok", "redis": "failed"},
+        "checks": {"database": "ok", "redis": "failed", "archive": "ok"},
     }
 
 
@@ -123,7 +143,7 @@ def test_production_ready():
     assert r.json() == {
         "status": "ready",
         "failed": [],
-        "checks": {"database": "ok", "redis": "ok"},
+        "checks": {"database": "ok", "redis": "ok", "archive": "ok"},
     }
 
 
@@ -134,3 +154,20 @@ def test_outside_production_the_answer_says_why(environment):
     checks = r.json()["checks"]
     assert checks["database"] == f"unreachable: OSError: {DATABASE_ERROR}"
     assert checks["redis"] == f"unreachable: ConnectionError: {REDIS_ERROR}"
+
+
+def test_a_stalled_archive_makes_the_api_not_ready():
+    r = _client("development", StalledArchiveDatabase(), ReachableRedis()).get("/ready")
+    assert r.status_code == 503
+    assert r.json()["failed"] == ["archive"]
+    assert r.json()["checks"]["archive"] == (
+        "WAL archiving failing: nothing archived for 900s (0000000100000000000000A1)"
+    )
+
+
+def test_a_brief_archive_failure_is_not_a_stall():
+    class BrieflyFailing(MigratedDatabase):
+        archive_state = (True, True, 60.0, "0000000100000000000000A1")
+
+    client = _client("development", BrieflyFailing(), ReachableRedis())
+    assert client.get("/ready").status_code == 200
