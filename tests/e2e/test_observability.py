@@ -335,9 +335,14 @@ def test_worker_stopped_with_jobs_piling_up_alerts_then_resolves(obs, api, auth,
             aged = time.monotonic()
             # Its DNS name resolves to nothing now: no target is left to be down, once the
             # name is looked up again. (The api's fired too, at start-up, before its container
-            # existed: hence the label.)
+            # existed: hence the label.) The vanished target's series go stale only at the scrape
+            # after the refresh that dropped it: a DNS refresh plus a scrape interval.
             watch.fires_within(
-                "ServiceWithoutTargets", stopped, webhook, job="worker", discovery=DNS_REFRESH
+                "ServiceWithoutTargets",
+                stopped,
+                webhook,
+                job="worker",
+                discovery=DNS_REFRESH + SCRAPE,
             )
             watch.fires_within("JobQueueBacklog", piled, webhook)
             watch.fires_within("JobOldestQueuedTooOld", aged, webhook)
