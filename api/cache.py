@@ -22,7 +22,6 @@ from redis.exceptions import RedisError
 
 from api.cache_debts import CacheDebts
 from api.metrics import CACHE_EVENTS
-from api.schemas import ItemOut
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +116,9 @@ class ItemCache:
         """After a miss: only if no writer has set the key meanwhile."""
         await self._set(item_id, body, only_if_absent=True)
 
-    async def put(self, item: ItemOut) -> None:
-        """After a committed create or update."""
-        await self._set(item.id, item.model_dump_json().encode(), only_if_absent=False)
+    async def put(self, item_id: int, body: bytes) -> None:
+        """After a committed create or update: the item's JSON, as answered."""
+        await self._set(item_id, body, only_if_absent=False)
 
     async def forget(self, item_id: int) -> None:
         """After a committed delete."""

@@ -77,7 +77,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     # Outermost first: every response, a 413 included, gets a request id and a log line.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(
+        RequestContextMiddleware,
+        log_every_request=settings.access_log == "all",
+        slow_seconds=settings.slow_request_seconds,
+    )
     return app
 
 

@@ -6,6 +6,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
@@ -24,10 +25,17 @@ _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 
 
 class RequestContextMiddleware:
-    """Request id (X-Request-ID in, or a new one; always returned), access log line, metrics."""
+    """Request id (X-Request-ID in, or a new one; always returned), access log line, metrics.
 
-    def __init__(self, app: ASGIApp) -> None:
+    log_every_request: a line per request at INFO (ACCESS_LOG=all); otherwise only 5xx answers
+    and requests slower than slow_seconds, at WARNING (the proxy logs every request)."""
+
+    def __init__(
+        self, app: ASGIApp, *, log_every_request: bool = False, slow_seconds: float = 1.0
+    ) -> None:
         self.app = app
+        self.log_every_request = log_every_request
+        self.slow_seconds = slow_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -68,26 +76,32 @@ class RequestContextMiddleware:
             method = scope["method"]
             REQUESTS.labels(method, route_path, str(status_code)).inc()
             LATENCY.labels(method, route_path).observe(elapsed)
-            client = scope.get("client")
-            # Probes poll these every few seconds: log them only when they fail.
-            log = (
-                access_log.debug
-                if route_path in ("/health", "/health/routable") and status_code == 200
-                else access_log.info
-            )
-            log(
-                "request",
-                extra={
-                    "method": method,
-                    "path": scope["path"],
-                    "route": route_path,
-                    "status": status_code,
-                    "duration_ms": round(elapsed * 1000, 2),
-                    "client": client[0] if client else None,
-                    "scheme": scope.get("scheme"),
-                },
-            )
+            if status_code >= 500 or elapsed >= self.slow_seconds:
+                self._log(access_log.warning, scope, route_path, status_code, elapsed)
+            elif self.log_every_request:
+                # Probes poll these every few seconds: log them only when they fail.
+                probe = route_path in ("/health", "/health/routable") and status_code == 200
+                log = access_log.debug if probe else access_log.info
+                self._log(log, scope, route_path, status_code, elapsed)
             request_id_var.reset(token)
+
+    @staticmethod
+    def _log(
+        log: Callable[..., None], scope: Scope, route: str, status_code: int, elapsed: float
+    ) -> None:
+        client = scope.get("client")
+        log(
+            "request",
+            extra={
+                "method": scope["method"],
+                "path": scope["path"],
+                "route": route,
+                "status": status_code,
+                "duration_ms": round(elapsed * 1000, 2),
+                "client": client[0] if client else None,
+                "scheme": scope.get("scheme"),
+            },
+        )
 
 
 class _BodyTooLarge(HTTPException):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -103,6 +104,29 @@ def test_https_redirect_headers_and_routing(stack):
     assert "server" not in r.headers
     unknown = httpx.get(f"{https}/health", headers={"Host": "nope.localhost"}, verify=False)
     assert unknown.status_code == 404
+
+
+@needs_proxy
+def test_the_proxy_logs_every_request_with_the_apps_request_id(stack):
+    """The access log lives at the edge (the app logs only problems, ACCESS_LOG): each line has
+    the X-Request-ID the app answered with, the key to the app's own lines."""
+    https = f"https://127.0.0.1:{stack_module.HTTPS_PORT}"
+    answers = [
+        httpx.get(f"{https}/items/{n}", headers={"Host": "api.localhost"}, verify=False)
+        for n in (1, 2, 3)
+    ]
+    ids = {a.headers["x-request-id"] for a in answers}
+    assert len(ids) == 3
+
+    def logged() -> set[str] | None:
+        seen = set()
+        for line in stack.logs("proxy", tail=500).splitlines():
+            _, _, text = line.partition("| ")
+            if text.startswith("{") and '"downstream_X-Request-Id"' in text:
+                seen.add(json.loads(text)["downstream_X-Request-Id"])
+        return seen if ids <= seen else None
+
+    assert wait_until(logged, within=10, every=0.5)
 
 
 @needs_proxy

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from sqlalchemy import event, text
 
-from api.db import create_engine, create_sessions
+from api.db import PING_AFTER_IDLE_SECONDS, create_engine, create_sessions
 from core.settings import get_settings
 
 pytestmark = pytest.mark.integration
@@ -48,7 +48,8 @@ async def test_a_connection_the_server_killed_is_replaced_before_use(engine):
             await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": victim})
     finally:
         await killer.dispose()
-    await asyncio.sleep(0.2)
+    # Idle long enough to be checked: a connection back in the pool for less is trusted.
+    await asyncio.sleep(PING_AFTER_IDLE_SECONDS + 0.05)
     async with sessions(read_only=True) as db:
         assert await db.scalar(text("SELECT pg_backend_pid()")) != victim
 

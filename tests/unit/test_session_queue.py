@@ -19,8 +19,14 @@ async def _session():
     yield "session"
 
 
+class _Engine:
+    """Stands in for the autocommit engine: its connect() is the same kind of context."""
+
+    connect = staticmethod(_session)
+
+
 def _sessions(places: int, timeout: float = 5) -> Sessions:
-    return Sessions({False: _session, True: _session}, places, timeout)
+    return Sessions({False: _session, True: _session}, _Engine(), places, timeout)
 
 
 async def test_a_freed_place_goes_to_the_longest_waiter_not_to_whoever_asks_next():
@@ -77,4 +83,20 @@ async def test_a_failing_session_gives_its_place_back():
         async with sessions():
             raise RuntimeError("boom")
     async with sessions():
+        pass
+
+
+async def test_statements_and_sessions_share_the_places():
+    """A Core statement's connection comes from the same pool: it waits in the same line."""
+    sessions = _sessions(places=1, timeout=0.05)
+    async with sessions():
+        with pytest.raises(TimeoutError):
+            async with sessions.statement():
+                pass
+    async with sessions.statement() as conn:
+        assert conn == "session"
+        with pytest.raises(TimeoutError):
+            async with sessions(read_only=True):
+                pass
+    async with sessions():  # both places came back
         pass
