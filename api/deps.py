@@ -1,8 +1,8 @@
 """Request-scoped dependencies, taken from what the lifespan put on app.state.
 
 Every route takes its dependencies through these aliases, defined here once:
-SessionDep (a write transaction), ReadSessionDep (autocommit reads), StatementDep (one Core
-statement in autocommit: the hot paths), CacheDep, SettingsDep, JobQueueDep.
+SessionDep (a write transaction), ReadSessionDep (autocommit reads), SessionsDep (the pool, for one
+Core statement in autocommit: the hot paths), CacheDep, SettingsDep, JobQueueDep.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, cast
 
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.cache import ItemCache
 from api.db import Sessions
@@ -33,9 +33,11 @@ async def read_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield db_session
 
 
-async def statement(request: Request) -> AsyncIterator[AsyncConnection]:
-    async with _sessions(request).statement() as conn:
-        yield conn
+# The pool itself, for a Core statement opened inside the handler (`sessions.statement()`): a
+# dependency that opened the connection would take it before the body is validated, and a
+# malformed request would then wait for, or fail on, the database instead of getting its 422.
+async def sessions(request: Request) -> Sessions:
+    return _sessions(request)
 
 
 # `async def` throughout: FastAPI runs a plain `def` dependency in the thread pool, a thread hop on
@@ -54,7 +56,7 @@ async def job_queue(request: Request) -> JobQueue:
 
 SessionDep = Annotated[AsyncSession, Depends(session)]
 ReadSessionDep = Annotated[AsyncSession, Depends(read_session)]
-StatementDep = Annotated[AsyncConnection, Depends(statement)]
+SessionsDep = Annotated[Sessions, Depends(sessions)]
 CacheDep = Annotated[ItemCache, Depends(cache)]
 SettingsDep = Annotated[Settings, Depends(settings)]
 JobQueueDep = Annotated[JobQueue, Depends(job_queue)]

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Res
 from sqlalchemy import Table, bindparam, insert, select
 
 from api.auth import require_writer
-from api.deps import CacheDep, SessionDep, StatementDep
+from api.deps import CacheDep, SessionDep, SessionsDep
 from api.errors import error_responses
 from api.schemas import PAGE_SIZE_MAX, ItemIn, ItemOut, ItemPage
 from core.models import Item
@@ -52,9 +52,10 @@ def _json(model: ItemOut | ItemPage, **options: Any) -> Response:
     dependencies=[Depends(require_writer)],
     responses=error_responses(400, 401, 403, 413),
 )
-async def create_item(body: ItemIn, db: StatementDep, cache: CacheDep) -> Response:
+async def create_item(body: ItemIn, sessions: SessionsDep, cache: CacheDep) -> Response:
     # One statement in autocommit: the row is committed when its RETURNING row arrives.
-    row = (await db.execute(INSERT_ITEM, body.model_dump())).one()
+    async with sessions.statement() as db:
+        row = (await db.execute(INSERT_ITEM, body.model_dump())).one()
     out = ItemOut.model_validate(row._mapping)
     json_body = out.model_dump_json().encode()
     await cache.put(out.id, json_body)
@@ -85,13 +86,14 @@ async def get_item(item_id: ItemId, cache: CacheDep, request: Request) -> Respon
 
 @router.get("", response_model=ItemPage)
 async def list_items(
-    db: StatementDep,
+    sessions: SessionsDep,
     limit: Annotated[int, Query(ge=1, le=PAGE_SIZE_MAX, description="Items per page")] = 20,
     after: Annotated[
         int, Query(ge=0, le=2**63 - 1, description="The next_cursor of the previous page")
     ] = 0,
 ) -> Response:
-    rows = (await db.execute(PAGE_AFTER, {"after": after, "rows": limit + 1})).all()
+    async with sessions.statement() as db:
+        rows = (await db.execute(PAGE_AFTER, {"after": after, "rows": limit + 1})).all()
     page = [ItemOut.model_validate(row._mapping) for row in rows[:limit]]
     return _json(ItemPage(items=page, next_cursor=page[-1].id if len(rows) > limit else None))
 

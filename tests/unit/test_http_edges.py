@@ -16,7 +16,15 @@ from core.settings import Settings
 
 @pytest.fixture(scope="module")
 def settings():
-    return Settings(jwt_secret="edge-test-secret-edge-test-secret", max_body_bytes=2048)
+    # Nothing listens on port 1: a request that reached the database would get a 503, not the
+    # answer under test, so every test here also proves its request was refused before any I/O.
+    return Settings(
+        jwt_secret="edge-test-secret-edge-test-secret",
+        max_body_bytes=2048,
+        postgres_host="127.0.0.1",
+        postgres_port=1,
+        redis_url="redis://127.0.0.1:1/0",
+    )
 
 
 @pytest.fixture(scope="module")
