@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from types import SimpleNamespace
 
+import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
 from core.settings import Settings
+from tests.unit.test_deploy_scripts import bash, shell_function
 from worker import metrics
 from worker.queue_exporter import (
     SOURCE_DEADLINE_SECONDS,
@@ -116,3 +119,50 @@ def test_a_missing_or_malformed_backup_file_exports_nothing_and_logs_once(tmp_pa
         path.unlink()
         assert list(collector.collect()) == []
     assert caplog.messages.count("backup metrics not served") == 2
+
+
+@pytest.mark.skipif(
+    shutil.which("jq") is None, reason="the scheduler reads pgbackrest info with jq"
+)
+def test_the_schedulers_own_output_is_what_the_exporter_serves(tmp_path):
+    """The writer (db/bin/kit-backup-scheduler, its functions as written there, with a stand-in
+    pgbackrest) and the reader agree on the format, and the write is a rename."""
+    info = (
+        '[{"backup": [{"type": "full", "timestamp": {"stop": 100}},'
+        ' {"type": "diff", "timestamp": {"stop": 400}},'
+        ' {"type": "full", "timestamp": {"stop": 600}}]}]'
+    )
+    (tmp_path / "bin").mkdir()
+    fake = tmp_path / "bin" / "pgbackrest"
+    fake.write_text(f"#!/bin/sh\necho '{info}'\n")
+    fake.chmod(0o755)
+    (tmp_path / "status").mkdir()
+    script = "db/bin/kit-backup-scheduler"
+    functions = "\n".join(
+        shell_function(script, name) for name in ("status", "metrics_text", "write_metrics")
+    )
+    proc = bash(
+        f"""PATH={tmp_path / "bin"}:$PATH STATUS_DIR={tmp_path / "status"}
+        METRICS_FILE={tmp_path / "backup.prom"} started_at=50 expected_every=86400
+        {functions}
+        status backup ok "full backup done"
+        status offhost failed "off-host copy failed"
+        write_metrics verify"""
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert [p.name for p in tmp_path.glob("backup.prom*")] == ["backup.prom"]
+    assert (tmp_path / "backup.prom").stat().st_mode & 0o777 == 0o644
+    registry = _registry(BackupFileCollector(tmp_path / "backup.prom"))
+    value = registry.get_sample_value
+    stops = {
+        t: value("kit_backup_last_success_timestamp_seconds", {"type": t})
+        for t in ("full", "diff", "incr")
+    }
+    assert stops == {"full": 600, "diff": 400, "incr": 0}
+    assert value("kit_backup_expected_interval_seconds") == 86400
+    assert value("kit_backup_status", {"kind": "backup"}) == 1
+    assert value("kit_backup_status", {"kind": "offhost"}) == 0
+    assert value("kit_backup_status_timestamp_seconds", {"kind": "offhost"}) > time.time() - 60
+    assert value("kit_backup_in_progress", {"kind": "verify"}) == 1
+    assert value("kit_backup_scheduler_start_timestamp_seconds") == 50
+    assert value("kit_backup_metrics_written_timestamp_seconds") > time.time() - 60
