@@ -139,7 +139,8 @@ def test_the_schedulers_own_output_is_what_the_exporter_serves(tmp_path):
     (tmp_path / "status").mkdir()
     script = "db/bin/kit-backup-scheduler"
     functions = "\n".join(
-        shell_function(script, name) for name in ("status", "metrics_text", "write_metrics")
+        shell_function(script, name)
+        for name in ("status", "gauge", "metrics_text", "write_metrics")
     )
     proc = bash(
         f"""PATH={tmp_path / "bin"}:$PATH STATUS_DIR={tmp_path / "status"}
