@@ -240,10 +240,13 @@ class Settings(BaseSettings):
     # Metrics (compose profile `observability`). The worker's main process serves its tasks'
     # metrics on WORKER_METRICS_PORT (0: off); the job exporter (worker/queue_exporter.py) serves
     # the queue's depth, the oldest queued job's age and the volumes' free space on
-    # JOB_EXPORTER_PORT, looking at each volume mounted under VOLUMES_DIR.
+    # JOB_EXPORTER_PORT, looking at each volume mounted under VOLUMES_DIR. It also serves the
+    # backup service's metrics, which that service (no HTTP server in its image) writes to
+    # BACKUP_METRICS_FILE in a volume they share.
     worker_metrics_port: int = Field(9808, ge=0, le=65535)
     job_exporter_port: int = Field(9809, ge=1, le=65535)
     volumes_dir: str = "/volumes"
+    backup_metrics_file: str = "/backup-metrics/backup.prom"
 
     @classmethod
     def settings_customise_sources(

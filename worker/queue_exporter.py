@@ -9,7 +9,9 @@ own endpoint would vanish with it. Each scrape reads, with short timeouts:
 - the queued jobs and the oldest one's age, from the jobs table (state `queued`: accepted by the
   api, not yet taken by a worker, or put back by the reaper);
 - free and total bytes of every volume mounted under VOLUMES_DIR (statvfs: the filesystem the
-  volume lives on, which is what fills up; no node-exporter here).
+  volume lives on, which is what fills up; no node-exporter here);
+- the backup service's metrics (kit_backup_*), a Prometheus text file it rewrites every round in
+  a volume mounted here read-only (BACKUP_METRICS_FILE): its image has no HTTP server of its own.
 
 A source that does not answer within SOURCE_DEADLINE_SECONDS is reported by
 `job_exporter_source_up{source=...} 0` and its metrics are left out of that scrape, rather than
@@ -34,6 +36,7 @@ import redis
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import start_http_server
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, create_engine, func, select
 from sqlalchemy.pool import NullPool
@@ -149,6 +152,37 @@ class QueueCollector(Collector):
         yield size
 
 
+class BackupFileCollector(Collector):
+    """The backup service's metrics file, read at each scrape and served as written.
+
+    A missing, unreadable or malformed file yields nothing (BackupMetricsStale fires on the
+    absence) rather than failing the scrape, which would hide the queue and the disks too; it is
+    logged once, not at every scrape, until the file is good again. Only kit_backup_* families
+    pass: whatever else the file held must not pose as this exporter's own series.
+    """
+
+    PREFIX = "kit_backup_"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.failing = False
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            families = list(text_string_to_metric_families(self.path.read_text()))
+        except Exception as exc:  # missing, unreadable, half-written by hand: all the same here
+            if not self.failing:
+                log.warning(
+                    "backup metrics not served", extra={"file": str(self.path), "error": repr(exc)}
+                )
+                self.failing = True
+            return
+        if self.failing:
+            log.info("backup metrics served again", extra={"file": str(self.path)})
+            self.failing = False
+        yield from (family for family in families if family.name.startswith(self.PREFIX))
+
+
 def healthy(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
@@ -166,6 +200,7 @@ def main() -> None:
     configure_logging(settings.log_level)
     registry = CollectorRegistry()
     registry.register(QueueCollector(settings, Path(settings.volumes_dir)))
+    registry.register(BackupFileCollector(Path(settings.backup_metrics_file)))
     start_http_server(port, registry=registry)
     log.info("job exporter serving", extra={"port": port})
     while True:

@@ -266,6 +266,19 @@ def test_every_api_replica_is_its_own_target(obs, prometheus):
     assert len({i["metric"]["instance"] for i in instances}) == replicas
 
 
+def test_the_backup_services_metrics_reach_prometheus(obs, prometheus):
+    """The backup service (started with the stack: no profile of its own) takes a full backup at
+    its first start; its metrics file, served by the job exporter, brings that to Prometheus."""
+    recent = 'time() - kit_backup_last_success_timestamp_seconds{type="full"} < 600'
+    full = wait_until(lambda: query(prometheus, recent), within=240, every=1)
+    assert full[0]["metric"]["job"] == "job-exporter"
+    assert query(prometheus, 'kit_backup_status{kind="backup"} == 1')
+    assert query(prometheus, "time() - kit_backup_metrics_written_timestamp_seconds < 60")
+    assert query(prometheus, "kit_backup_expected_interval_seconds > 0")
+    # The repository's volume is among those whose free space is watched.
+    assert query(prometheus, 'volume_free_bytes{volume="pgbackrest"} > 0')
+
+
 def test_every_dashboard_query_evaluates(obs, api, auth, prometheus):
     # Traffic for the panels: reads, a write, a job run to its end.
     for _ in range(20):

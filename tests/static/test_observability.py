@@ -11,6 +11,7 @@ import subprocess
 import pytest
 import yaml
 
+from core.settings import Settings
 from tests.observability import (
     OBSERVABILITY,
     alert_rules,
@@ -158,6 +159,32 @@ def test_the_profile_publishes_on_loopback_only_and_joins_no_public_router(files
     # Exporters and Prometheus reach the app's internal network; Alertmanager does not need to.
     assert "backend" in config["services"]["prometheus"]["networks"]
     assert "backend" not in config["services"]["alertmanager"]["networks"]
+
+
+@pytest.mark.parametrize("files", [("compose.yaml",), PROD])
+def test_backup_metrics_volume_is_written_by_backup_only_and_read_by_the_job_exporter(files):
+    config = compose_config(*files, COMPOSE_PROFILES="observability,grafana", **PROD_SECRETS)
+    mounts = {
+        name: [v for v in service.get("volumes", []) if v.get("source") == "backup-metrics"]
+        for name, service in config["services"].items()
+    }
+    mounted = {name: volumes for name, volumes in mounts.items() if volumes}
+    assert set(mounted) == {"backup", "job-exporter"}
+    (writer,) = mounted["backup"]
+    (reader,) = mounted["job-exporter"]
+    assert writer["type"] == reader["type"] == "volume"
+    assert not writer.get("read_only")
+    assert reader["read_only"] is True
+    # Where db/bin/kit-backup-scheduler writes and where BACKUP_METRICS_FILE points.
+    script = (ROOT / "db" / "bin" / "kit-backup-scheduler").read_text()
+    assert f"METRICS_FILE={writer['target']}/backup.prom" in script
+    defaults = {name: field.default for name, field in Settings.model_fields.items()}
+    assert defaults["backup_metrics_file"] == f"{reader['target']}/backup.prom"
+    # Not under the volumes whose free space is reported; the repository is one of those.
+    volumes = {v["target"]: v for v in config["services"]["job-exporter"]["volumes"]}
+    assert not reader["target"].startswith(defaults["volumes_dir"])
+    assert volumes["/volumes/pgbackrest"]["source"] == "pgbackrest"
+    assert all(v["read_only"] is True for v in volumes.values())
 
 
 def test_grafana_is_opt_in_on_loopback_with_the_repository_provisioning():
