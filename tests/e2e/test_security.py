@@ -107,6 +107,9 @@ def production(tmp_path_factory) -> Iterator[tuple[Stack, dict[str, str]]]:
             "HTTPS_PORT": str(HTTPS_PORT),
             "EDGE_NETWORK_PREFIX": EDGE_PREFIX,
             "API_REPLICAS": "1",
+            # The app's line for every request: what it believed about the client and scheme
+            # (test_spoofed_forwarded_headers_are_not_believed).
+            "ACCESS_LOG": "all",
         },
     )
     try:
