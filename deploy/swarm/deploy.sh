@@ -53,7 +53,10 @@ ship_images() {
     for image in "${images[@]}"; do docker push "$image" >&2; done
   else
     say "shipping images over SSH, compressed, to every node's engine"
-    docker save "${images[@]}" | gzip -1 | remote load_images "$release"
+    # Into a file first: remote's standard input is the script itself.
+    docker save "${images[@]}" | gzip -1 |
+      "${SSH[@]}" "umask 077 && cat >$(printf %q "$DEPLOY_PATH/images/$release.tar.gz")"
+    remote load_images "$release"
   fi
 }
 

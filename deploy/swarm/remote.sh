@@ -34,9 +34,8 @@ swarm_preflight() {
   chmod 0700 "$DEPLOY_PATH" "$RELEASES" "$DEPLOY_PATH/backups" "$SECRETS_PATH"
 }
 
-load_images() { # RELEASE < gzipped `docker save`: into every engine (no registry to pull from)
+load_images() { # RELEASE: images/RELEASE.tar.gz (gzipped `docker save`) into every engine
   local file=$DEPLOY_PATH/images/$1.tar.gz entry
-  cat >"$file"
   for entry in $(engines); do
     echo "loading images into ${entry%%=*}" >&2
     gunzip -c "$file" | on "${entry#*=}" load -q >&2

@@ -70,7 +70,8 @@ def swarm():
         FIGURES["swarm_up_and_images_seconds"] = round(time.monotonic() - started, 1)
         yield {"ips": ips, "manager": manager, "docker": docker}
     finally:
-        nodes("down", check=False)
+        if not os.environ.get("KIT_SWARM_KEEP"):  # debugging: leave the nodes up
+            nodes("down", check=False)
 
 
 @pytest.fixture(scope="module")
