@@ -127,9 +127,11 @@ deploy_phase() { # RELEASE PHASE: deploy it and wait
 }
 
 run_jobs() { # RELEASE: the jobs of its jobs.json (those not in needs), once, waited for
-  local jobs=() name
+  local jobs=() name old
   for name in $(comm -23 <(services_of "$1" jobs | sort) <(services_of "$1" needs | sort)); do
-    jobs+=("$name=$(docker service ps -q --no-trunc "${STACK}_$name" 2>/dev/null | tr '\n' ' ')")
+    # The tasks it had: those of earlier deploys (none the first time).
+    old=$(docker service ps -q --no-trunc "${STACK}_$name" 2>/dev/null | tr '\n' ' ') || old=""
+    jobs+=("$name=$old")
   done
   ((${#jobs[@]})) || return 0
   echo "jobs: ${jobs[*]%%=*}" >&2
@@ -139,7 +141,7 @@ run_jobs() { # RELEASE: the jobs of its jobs.json (those not in needs), once, wa
 
 backup() { # [NAME]: pg_dump in the db task, on the data node's engine, as remote.sh does on one host
   local name=${1:-manual-$(date -u +%Y%m%dT%H%M%SZ)} task node container endpoint
-  task=$(docker service ps -q --no-trunc --filter desired-state=running "${STACK}_db" 2>/dev/null | head -1)
+  task=$(docker service ps -q --no-trunc --filter desired-state=running "${STACK}_db" 2>/dev/null | head -1) || true
   [[ -n $task ]] || { echo "no database yet, no backup" >&2; return 0; }
   node=$(docker node inspect -f '{{.Description.Hostname}}' "$(docker inspect -f '{{.NodeID}}' "$task")")
   container=$(docker inspect -f '{{.Status.ContainerStatus.ContainerID}}' "$task")
