@@ -36,11 +36,16 @@ swarm_preflight() {
 
 load_images() { # RELEASE: images/RELEASE.tar.gz (gzipped `docker save`) into every engine
   local file=$DEPLOY_PATH/images/$1.tar.gz entry
+  local pids=() pid failed=0
   for entry in $(engines); do
     echo "loading images into ${entry%%=*}" >&2
-    gunzip -c "$file" | on "${entry#*=}" load -q >&2
+    gunzip -c "$file" | on "${entry#*=}" load -q >&2 &
+    pids+=($!)
   done
+  # All nodes at once: each load is its own engine's work.
+  for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
   rm -f "$file"
+  ((failed == 0)) || { echo "loading the images failed on a node" >&2; return 1; }
 }
 
 # The services of a phase, one a line: written beside its stack file by render.py --names.
