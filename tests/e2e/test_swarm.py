@@ -50,6 +50,40 @@ def nodes(*args: str, check: bool = True, timeout: float = 600):
     return run([str(SWARM_NODES), *args], check=check, timeout=timeout)
 
 
+def harness_can_exec(ip: str) -> None:
+    """Every healthcheck of the kit runs as a non-root user (`docker exec` into its container).
+    A node engine that cannot exec into such a container fails every healthcheck, and nothing
+    ever converges: say so now, not after ten minutes of timeouts."""
+    docker = ["docker", "-H", f"tcp://{ip}:2375"]
+    name = "kit-swarm-exec-probe"
+    run(
+        [
+            *docker,
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--user",
+            "999",
+            "--entrypoint",
+            "sleep",
+            "postgres:17",
+            "60",
+        ]
+    )
+    try:
+        probe = run([*docker, "exec", name, "true"], check=False)
+    finally:
+        run([*docker, "rm", "-f", name], check=False)
+    if probe.returncode != 0:
+        pytest.fail(
+            f"{SWARM_NODES}: `docker exec` into a container whose process is not root fails on "
+            f"the nodes ({probe.stderr.strip()}), so no healthcheck can pass. The node containers "
+            "lack CAP_SYS_PTRACE (runc opens the namespaces of a process of another user): "
+            "swarm-nodes must run them with --cap-add SYS_PTRACE as well."
+        )
+
+
 @pytest.fixture(scope="module")
 def swarm():
     """Three nodes, the stand-in images in each, node1 labelled edge and node2 data. Always down
@@ -65,6 +99,7 @@ def swarm():
         nodes("load", *STANDINS)
         manager = f"tcp://{ips['node1']}:2375"
         docker = ["docker", "-H", manager]
+        harness_can_exec(ips["node2"])
         run([*docker, "node", "update", "--label-add", "kit.edge=true", "node1"])
         run([*docker, "node", "update", "--label-add", "kit.data=true", "node2"])
         FIGURES["swarm_up_and_images_seconds"] = round(time.monotonic() - started, 1)
@@ -207,7 +242,7 @@ def serving_release(client):
 
 
 def test_swarm_deploy_update_rollback_drain_node_loss(swarm, workspace, client, writer, base_url):
-    source = workspace[0]
+    source, root = workspace[0], workspace[1]
     docker = swarm["docker"]
 
     # Release 1: from nothing to a converged stack.
@@ -320,3 +355,14 @@ def test_swarm_deploy_update_rollback_drain_node_loss(swarm, workspace, client, 
     ok = sum(o.ok for o in after)
     assert ok > 0.95 * len(after), users.summary(fault)
     assert serving_release(client) == 2
+
+    # make swarm-rollback, on the two nodes left: release 1 again, by name, under load.
+    release_1 = sorted(p.name for p in (root / "srv" / "releases").iterdir())[0]
+    with steady_load(
+        base_url, traffic, headers=API_HOST, connections=4, rate=20, max_seconds=600
+    ) as users:
+        make(workspace, "swarm-rollback", f"RELEASE={release_1}")
+    FIGURES["rollback_requests"] = dict(users.kinds())
+    assert users.failures() == [], users.summary()
+    assert {serving_release(client) for _ in range(20)} == {1}
+    assert "\trollback\t" in make(workspace, "swarm-log").stdout
