@@ -51,10 +51,14 @@ load_images() { # RELEASE: images/RELEASE.tar.gz (gzipped `docker save`) into ev
 # The services of a phase, one a line: written beside its stack file by render.py --names.
 services_of() { cat "$RELEASES/$1/swarm/$2.names"; }
 
-deploy_file() { # STACK_FILE
-  # --resolve-image never: nodes without a registry run the image they were given (load_images).
-  docker stack deploy --detach=true --resolve-image never ${DEPLOY_REGISTRY:+--with-registry-auth} \
-    -c "$1" "$STACK" >&2
+deploy_file() { # STACK_FILE: returns at once (the default; no --detach, which older CLIs lack)
+  if [[ -n ${DEPLOY_REGISTRY:-} ]]; then
+    # Pinned to the digest the registry has now: every node runs the same image.
+    docker stack deploy --resolve-image always --with-registry-auth -c "$1" "$STACK" >&2
+  else
+    # No registry to ask: each node runs the image load_images gave it.
+    docker stack deploy --resolve-image never -c "$1" "$STACK" >&2
+  fi
 }
 
 wait_jobs() { # SERVICE=OLD_TASKS...: until each job's new tasks completed; fails on a failed one

@@ -315,6 +315,10 @@ def test_swarm_deploy_update_rollback_drain_node_loss(swarm, workspace, client, 
     assert sum(o.method == "POST" and o.ok for o in users.outcomes) > 20
     assert {serving_release(client) for _ in range(20)} == {2}
     assert "node3" in running_nodes(swarm, "api") + running_nodes(swarm, "worker")
+    # Before its migrations, a pg_dump in the db task on the data node, as make deploy takes.
+    release_2 = sorted(p.name for p in (root / "srv" / "releases").iterdir())[-1]
+    dump = root / "srv" / "backups" / f"before-{release_2}.dump"
+    assert dump.stat().st_size > 1000 and dump.read_bytes().startswith(b"PGDMP")
 
     # Release 3 never becomes healthy: Swarm rolls it back by itself, release 2 keeps serving.
     commit_release(source, "broken")
