@@ -127,12 +127,13 @@ wait_converged() { # SERVICE...
 }
 
 deploy_phase() { # RELEASE PHASE: deploy it and wait
-  local file=$RELEASES/$1/swarm/$2.json names
+  local file=$RELEASES/$1/swarm/$2.json names start=$SECONDS
   mapfile -t names < <(services_of "$1" "$2")
   ((${#names[@]})) || return 0
   echo "phase $2: ${names[*]}" >&2
   deploy_file "$file"
   wait_converged "${names[@]}"
+  echo "phase $2: converged in $((SECONDS - start))s" >&2
 }
 
 run_jobs() { # RELEASE: the jobs of its jobs.json (those not in needs), once, waited for
@@ -143,9 +144,11 @@ run_jobs() { # RELEASE: the jobs of its jobs.json (those not in needs), once, wa
     jobs+=("$name=$old")
   done
   ((${#jobs[@]})) || return 0
+  local start=$SECONDS
   echo "jobs: ${jobs[*]%%=*}" >&2
   deploy_file "$RELEASES/$1/swarm/jobs.json"
   wait_jobs "${jobs[@]}"
+  echo "jobs: done in $((SECONDS - start))s" >&2
 }
 
 backup() { # [NAME]: pg_dump in the db task, on the data node's engine, as remote.sh does on one host

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -44,6 +45,8 @@ STANDINS = ["traefik:v3.6", "postgres:17", "redis:7", "haproxy:3.2-alpine"]
 API_HOST = {"Host": "api.localhost"}
 JOB_COST = 2_000_000
 FIGURES: dict[str, object] = {}
+# What make swarm-deploy prints of each phase: from `docker stack deploy` to every task healthy.
+CONVERGED = r"(phase \w+: converged in \d+s|jobs: done in \d+s)"
 
 
 def nodes(*args: str, check: bool = True, timeout: float = 600):
@@ -248,8 +251,10 @@ def test_swarm_deploy_update_rollback_drain_node_loss(swarm, workspace, client, 
     # Release 1: from nothing to a converged stack.
     commit_release(source, 1)
     started = time.monotonic()
-    make(workspace, "swarm-deploy")
+    first = make(workspace, "swarm-deploy")
     FIGURES["first_deploy_seconds"] = round(time.monotonic() - started, 1)
+    # From `docker stack deploy` to every task healthy, by phase (the deploy prints them).
+    FIGURES["first_deploy_converged"] = re.findall(CONVERGED, first.stderr)
     assert serving_release(client) == 1
     assert running_nodes(swarm, "proxy") == ["node1"]
     assert running_nodes(swarm, "db") == ["node2"]
@@ -307,9 +312,10 @@ def test_swarm_deploy_update_rollback_drain_node_loss(swarm, workspace, client, 
     with steady_load(
         base_url, traffic, headers=API_HOST, connections=6, rate=40, max_seconds=600
     ) as users:
-        make(workspace, "swarm-deploy")
+        second = make(workspace, "swarm-deploy")
         time.sleep(2)
     FIGURES["rolling_update_seconds"] = round(time.monotonic() - started, 1)
+    FIGURES["rolling_update_converged"] = re.findall(CONVERGED, second.stderr)
     FIGURES["rolling_update_requests"] = dict(users.kinds())
     assert users.failures() == [], users.summary()
     assert sum(o.method == "POST" and o.ok for o in users.outcomes) > 20
