@@ -30,6 +30,12 @@ on() { # ENDPOINT docker ARGS...: docker against that engine ("" = the default)
 swarm_preflight() {
   [[ $(docker info --format '{{.Swarm.ControlAvailable}}') == true ]] ||
     { echo "the docker engine here is not a swarm manager (DOCKER_HOST=${DOCKER_HOST:-unset})" >&2; exit 1; }
+  # The node labels compose.swarm.yaml places by: without one, its services never start.
+  local label
+  for label in kit.edge kit.data; do
+    [[ -n $(docker node ls -q --filter "node.label=$label=true") ]] ||
+      { echo "no node has the label $label=true: docker node update --label-add $label=true <node>" >&2; exit 1; }
+  done
   mkdir -p "$RELEASES" "$DEPLOY_PATH/backups" "$SECRETS_PATH" "$DEPLOY_PATH/images"
   chmod 0700 "$DEPLOY_PATH" "$RELEASES" "$DEPLOY_PATH/backups" "$SECRETS_PATH"
 }
@@ -88,11 +94,11 @@ wait_jobs() { # SERVICE=OLD_TASKS...: until each job's new tasks completed; fail
 }
 
 converged() { # SINCE SERVICE...: 0 done, 1 not yet, 2 failed (rolled back or paused)
-  local since=$1 name state started replicas running desired
+  local since=$1 name state started desired states running total
   shift
   for name in "$@"; do
-    IFS='|' read -r state started < <(docker service inspect "${STACK}_$name" \
-      --format '{{if .UpdateStatus}}{{.UpdateStatus.State}}|{{.UpdateStatus.StartedAt.Unix}}{{else}}|0{{end}}')
+    IFS='|' read -r state started desired < <(docker service inspect "${STACK}_$name" --format \
+      '{{if .UpdateStatus}}{{.UpdateStatus.State}}|{{.UpdateStatus.StartedAt.Unix}}{{else}}|0{{end}}|{{if .Spec.Mode.Replicated}}{{.Spec.Mode.Replicated.Replicas}}{{end}}')
     if ((${started:-0} >= since)); then
       case $state in
         rollback_completed | rollback_paused | paused)
@@ -101,10 +107,14 @@ converged() { # SINCE SERVICE...: 0 done, 1 not yet, 2 failed (rolled back or pa
         updating | rollback_started) return 1 ;;
       esac
     fi
-    replicas=$(docker service ls --filter "name=${STACK}_$name" --format '{{.Name}} {{.Replicas}}' |
-      awk -v n="${STACK}_$name" '$1 == n {print $2}')
-    running=${replicas%%/*} desired=${replicas#*/}
-    [[ -n $replicas && $running == "$desired" ]] || return 1
+    # Tasks Swarm wants running, and how many are (health-gated). Not `service ls`'s count: it
+    # also counts the tasks of a node that is down, which are replaced but never report stopping.
+    states=$(docker service ps --filter desired-state=running --format '{{.CurrentState}}' "${STACK}_$name")
+    running=$(grep -c '^Running' <<<"$states" || true)
+    total=$(grep -c . <<<"$states" || true)
+    # Global: one task a node that qualifies, however many that is.
+    desired=${desired:-$total}
+    ((total > 0 && running == desired && total == desired)) || return 1
   done
 }
 

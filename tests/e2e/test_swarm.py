@@ -133,6 +133,9 @@ def workspace(swarm, server, tmp_path_factory):  # noqa: F811 - the fixture impo
         # Three of each, one a node; one process each: three engines share this machine's CPUs.
         "API_REPLICAS=3\nWORKER_REPLICAS=3\nWEB_CONCURRENCY=1\nCELERY_CONCURRENCY=1\n"
         "API_CPUS=1\nWORKER_CPUS=1\n"
+        # Shorter than production's 5 s, 10 s and 20 s, to keep CI under its budget; the delay
+        # still exceeds Traefik's polling, which is what a lossless update needs.
+        "SWARM_REFRESH_SECONDS=2s\nSWARM_UPDATE_DELAY=5s\nSWARM_UPDATE_MONITOR=10s\n"
     )
     ips = swarm["ips"]
     env = {
