@@ -5,6 +5,7 @@ the promises of issue 15 (placement, rolling updates, host-mode ports, secrets, 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 
@@ -130,3 +131,30 @@ def test_forwarded_headers_are_trusted_from_the_edge_network_only(stack):
     assert stack["services"]["api"]["environment"]["FORWARDED_ALLOW_IPS"] == subnet
     on_edge = {n for n, s in stack["services"].items() if "edge" in (s.get("networks") or {})}
     assert on_edge == {"proxy", "api"}
+
+
+def test_the_socket_proxy_passes_the_swarm_providers_reads_and_nothing_more():
+    config = compose_config("compose.yaml")["services"]["socket-proxy"]["environment"]
+    line = next(x for x in config["SOCKET_PROXY_CONFIG"].splitlines() if "provider_path" in x)
+    # HAProxy's regex after compose's $$ -> $ (compose config keeps it escaped).
+    pattern = re.compile(line.split(" path -m reg ", 1)[1].strip().replace("$$", "$"))
+    allowed = [
+        "/v1.41/services",
+        "/v1.41/tasks",
+        "/v1.41/networks",
+        "/v1.41/nodes/9waem3rj",
+        "/info",
+        "/version",
+        "/v1.41/events",
+        "/v1.41/containers/json",
+    ]
+    refused = [
+        "/v1.41/nodes/9waem3rj/update",
+        "/v1.41/services/create",
+        "/v1.41/secrets",
+        "/v1.41/configs",
+        "/v1.41/containers/x/exec",
+        "/v1.41/tasks/x/logs",
+    ]
+    assert [p for p in allowed if not pattern.match(p)] == []
+    assert [p for p in refused if pattern.match(p)] == []
