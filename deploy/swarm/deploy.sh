@@ -40,15 +40,18 @@ render_release() {
     python3 deploy/swarm/render.py "${args[@]}" <"$config" >"$dir/swarm/$phase.json" || die "render failed"
     python3 deploy/swarm/render.py "${args[@]}" --names <"$config" >"$dir/swarm/$phase.names"
   done
+  python3 deploy/swarm/render.py --stack "$DEPLOY_PROJECT" --images <"$config" >"$dir/swarm/images"
   rm -f "$config"
   tar -C "$dir" -czf - swarm | "${SSH[@]}" "tar -xzf - -C $(printf %q "$DEPLOY_PATH/releases/$release")"
 }
 
-# Every node runs the release's images: pushed to DEPLOY_REGISTRY, or loaded into each engine.
+# Every node runs the images the compose files build (render.py --images: the api and worker of
+# the release, and whatever else they build): pushed to DEPLOY_REGISTRY, or loaded into each engine.
 ship_images() {
-  local release=$1 images=("$APP_IMAGE-api:$1" "$APP_IMAGE-worker:$1")
+  local release=$1 images
+  mapfile -t images <"$SSH_DIR/$release/swarm/images"
   say "building ${images[*]}"
-  APP_IMAGE=$APP_IMAGE APP_TAG=$release docker compose build api worker >&2
+  APP_IMAGE=$APP_IMAGE APP_TAG=$release docker compose build >&2
   if [[ $DEPLOY_IMAGES == registry ]]; then
     for image in "${images[@]}"; do docker push "$image" >&2; done
   else

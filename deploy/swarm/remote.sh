@@ -161,17 +161,40 @@ run_jobs() { # RELEASE: the jobs of its jobs.json (those not in needs), once, wa
   echo "jobs: done in $((SECONDS - start))s" >&2
 }
 
-backup() { # [NAME]: pg_dump in the db task, on the data node's engine, as remote.sh does on one host
-  local name=${1:-manual-$(date -u +%Y%m%dT%H%M%SZ)} task node container endpoint
-  task=$(docker service ps -q --no-trunc --filter desired-state=running "${STACK}_db" 2>/dev/null | head -1) || true
-  [[ -n $task ]] || { echo "no database yet, no backup" >&2; return 0; }
+# deploy/remote.sh's backup() (make swarm-deploy takes the same backup before the migrations,
+# whatever that function does) speaks to the database as `compose RELEASE ps -q SERVICE` and
+# `compose RELEASE exec -T [--user USER] SERVICE COMMAND...`: the same calls, answered here by the
+# service's running task, through the engine of the node it runs on (SWARM_ENGINES).
+task_container() { # SERVICE: "endpoint<tab>container" of its first running task, or nothing
+  local task node
+  task=$(docker service ps -q --no-trunc --filter desired-state=running "${STACK}_$1" 2>/dev/null | head -1) || true
+  [[ -n $task ]] || return 0
+  [[ $(docker inspect -f '{{.Status.State}}' "$task") == running ]] || return 0
   node=$(docker node inspect -f '{{.Description.Hostname}}' "$(docker inspect -f '{{.NodeID}}' "$task")")
-  container=$(docker inspect -f '{{.Status.ContainerStatus.ContainerID}}' "$task")
-  endpoint=$(engine_of "$node")
-  # shellcheck disable=SC2016 # expanded by the db container's shell, from its own environment
-  on "$endpoint" exec -i "$container" sh -c 'pg_dump -U "$POSTGRES_USER" -Fc "$POSTGRES_DB"' >"$DEPLOY_PATH/backups/$name.dump"
-  echo "backup: $DEPLOY_PATH/backups/$name.dump (db on $node)" >&2
-  find "$DEPLOY_PATH/backups" -name '*.dump' -printf '%T@ %p\n' | sort -rn | tail -n +11 | cut -d' ' -f2- | xargs -r rm -f
+  printf '%s\t%s\n' "$(engine_of "$node")" "$(docker inspect -f '{{.Status.ContainerStatus.ContainerID}}' "$task")"
+}
+
+compose() { # RELEASE ps -q SERVICE | RELEASE exec -T [--user USER] SERVICE COMMAND...
+  local where endpoint container options=()
+  case $2 in
+    ps) where=$(task_container "${*: -1}"); [[ -z $where ]] || cut -f2 <<<"$where" ;;
+    exec)
+      shift 2
+      while [[ $1 == -* ]]; do
+        case $1 in
+          -T) ;;
+          --user | -u) options+=(--user "$2"); shift ;;
+          *) echo "compose exec $1: not on Swarm" >&2; return 2 ;;
+        esac
+        shift
+      done
+      where=$(task_container "$1")
+      [[ -n $where ]] || { echo "no running task of $1" >&2; return 1; }
+      IFS=$'\t' read -r endpoint container <<<"$where"
+      shift
+      on "$endpoint" exec "${options[@]}" "$container" "$@" ;;
+    *) echo "compose $2: not on Swarm (deploy/swarm/remote.sh)" >&2; return 2 ;;
+  esac
 }
 
 prune() { # the newest releases (and current/previous), and only their images, on every engine

@@ -17,7 +17,8 @@ versioned the same way, since the edge node does not have the release's files.
 database); jobs: the jobs and their needs; services: everything but the jobs. make swarm-deploy
 deploys them in that order, waiting for each (healthy, or the jobs exited 0). --relocate: files
 are read (hashed) at LOCAL, and the stack file names them at REMOTE, where the manager's docker
-CLI reads them. --names: the phase's service names, one a line, instead of the stack file.
+CLI reads them. --names: the phase's service names, one a line, instead of the stack file;
+--images: the images the compose files build, one a line (shipped to every node).
 """
 
 from __future__ import annotations
@@ -153,19 +154,21 @@ def render_service(
     for volume in service.get("volumes") or []:
         source = volume.get("source", "")
         if volume.get("type") == "bind" and relocate and _relocated(source, relocate) != source:
-            if not is_dir(source):
-                raise ValueError(f"{name}: bind mount {source} is not a directory")
-            # One Swarm config per file: the node that runs the task has no release directory.
-            for file in sorted(list_dir(source)):
-                path = f"{source.rstrip('/')}/{file}"
-                key = f"{name}_{file}".replace(".", "_")
+            # A Swarm config per file: the node that runs the task has no release directory.
+            if is_dir(source):
+                files = [
+                    (f"{source.rstrip('/')}/{f}", f"{volume['target'].rstrip('/')}/{f}")
+                    for f in sorted(list_dir(source))
+                ]
+            else:
+                files = [(source, volume["target"])]
+            for path, target in files:
+                key = f"{name}_{path.rsplit('/', 1)[-1]}".replace(".", "_")
                 configs[key] = {
                     "name": f"{stack}_{key}_{_version(read(path))}",
                     "file": _relocated(path, relocate),
                 }
-                out.setdefault("configs", []).append(
-                    {"source": key, "target": f"{volume['target'].rstrip('/')}/{file}"}
-                )
+                out.setdefault("configs", []).append({"source": key, "target": target})
             continue
         volumes.append({k: v for k, v in volume.items() if k != "bind"})
     for path in service.get("tmpfs") or []:
@@ -195,6 +198,37 @@ def _network(net: Json) -> Json:
     return out
 
 
+def _named_volumes(service: Json) -> set[str]:
+    return {v["source"] for v in service.get("volumes") or [] if v.get("type") == "volume"}
+
+
+def colocate(services: dict[str, Json]) -> dict[str, Json]:
+    """A named volume lives on one node: a service that mounts a volume of a pinned service (the
+    backups beside the database) is pinned with it, unless it is placed already."""
+    pinned = {
+        volume: constraints
+        for service in services.values()
+        if (
+            constraints := ((service.get("deploy") or {}).get("placement") or {}).get("constraints")
+        )
+        for volume in _named_volumes(service)
+    }
+    out = {}
+    for name, service in services.items():
+        deploy = service.get("deploy") or {}
+        shared = [pinned[v] for v in sorted(_named_volumes(service)) if v in pinned]
+        if shared and not (deploy.get("placement") or {}).get("constraints"):
+            placement = {**(deploy.get("placement") or {}), "constraints": shared[0]}
+            service = {**service, "deploy": {**deploy, "placement": placement}}
+        out[name] = service
+    return out
+
+
+def built_images(config: Json) -> list[str]:
+    """The images the compose files build (the kit's own): what every node must be given."""
+    return sorted({s["image"] for s in config["services"].values() if s.get("build")})
+
+
 def render(
     config: Json,
     *,
@@ -213,6 +247,7 @@ def render(
     if unknown:
         raise ValueError(f"x-swarm-flags names no such service: {sorted(unknown)}")
     configs: dict[str, Json] = {}
+    services = colocate(services)
     out_services = {
         name: render_service(
             name,
@@ -277,12 +312,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--release")
     parser.add_argument("--phase", choices=["all", "needs", "jobs", "services"], default="all")
     parser.add_argument("--names", action="store_true", help="print the phase's services only")
+    parser.add_argument("--images", action="store_true", help="print the images built here only")
     parser.add_argument("--relocate", action="append", default=[], metavar="LOCAL=REMOTE")
     args = parser.parse_args(argv)
     relocate = dict(item.split("=", 1) for item in args.relocate)
+    config = json.load(sys.stdin)
+    if args.images:
+        print("\n".join(built_images(config)))
+        return 0
     try:
         stack_file = render(
-            json.load(sys.stdin),
+            config,
             stack=args.stack,
             release=args.release,
             phase=args.phase,

@@ -81,9 +81,9 @@ def harness_can_exec(ip: str) -> None:
     if probe.returncode != 0:
         pytest.fail(
             f"{SWARM_NODES}: `docker exec` into a container whose process is not root fails on "
-            f"the nodes ({probe.stderr.strip()}), so no healthcheck can pass. The node containers "
-            "lack CAP_SYS_PTRACE (runc opens the namespaces of a process of another user): "
-            "swarm-nodes must run them with --cap-add SYS_PTRACE as well."
+            f"the nodes ({(probe.stderr + probe.stdout).strip()}), so no healthcheck can pass. "
+            "The node containers lack CAP_SYS_PTRACE (runc opens the namespaces of a process of "
+            "another user): swarm-nodes must run them with --cap-add SYS_PTRACE as well."
         )
 
 

@@ -210,3 +210,36 @@ def test_command_line_names_and_errors(monkeypatch, capsys):
     )
     assert render_module.main(["--stack", "kit"]) == 1
     assert "names no such service" in capsys.readouterr().err
+
+
+def test_a_service_sharing_a_pinned_volume_goes_where_the_volume_is():
+    c = config()
+    c["services"]["db"]["deploy"]["placement"] = {"constraints": ["node.labels.kit.data == true"]}
+    c["services"]["backup"] = {
+        "image": "db:current",
+        "volumes": [{"type": "volume", "source": "pgdata", "target": "/data", "read_only": True}],
+    }
+    out = render(c, stack="kit", **fake_fs())["services"]
+    assert out["backup"]["deploy"]["placement"]["constraints"] == ["node.labels.kit.data == true"]
+    assert "placement" not in (out["api"].get("deploy") or {})
+
+
+def test_a_bind_mounted_file_of_the_release_becomes_a_config():
+    c = config()
+    c["services"]["api"]["volumes"] = [
+        {
+            "type": "bind",
+            "source": "/local/rel/proxy/dynamic/tls.yml",
+            "target": "/etc/k",
+            "bind": {},
+        }
+    ]
+    out = render(c, stack="kit", relocate={"/local/rel": "/srv/r"}, **fake_fs())
+    assert out["services"]["api"]["configs"] == [{"source": "api_tls_yml", "target": "/etc/k"}]
+    assert out["configs"]["api_tls_yml"]["file"] == "/srv/r/proxy/dynamic/tls.yml"
+
+
+def test_the_images_to_ship_are_those_the_compose_files_build():
+    c = config()
+    c["services"]["api"]["build"] = {"context": "."}
+    assert render_module.built_images(c) == ["app:1"]
