@@ -116,7 +116,7 @@ lint: ## ruff, mypy (strict), hadolint, shellcheck, compose/Traefik schema check
 	uv run --frozen ruff format --check .
 	uv run --frozen mypy
 	uv run --frozen hadolint Dockerfile db/Dockerfile tests/backup_host/Dockerfile bench/peer/Dockerfile
-	uv run --frozen shellcheck .ci/run deploy/*.sh db/*.sh db/bin/* tests/backup_host/*.sh
+	uv run --frozen shellcheck .ci/run deploy/*.sh deploy/swarm/*.sh db/*.sh db/bin/* tests/backup_host/*.sh
 	uv run --frozen pytest -q tests/static
 	$(MAKE) --no-print-directory lint-alerts
 
@@ -189,6 +189,32 @@ deploy-trust: ## Pin the server's SSH host key (shows its fingerprints; YES=1 pi
 .PHONY: deploy-backup
 deploy-backup: ## A restore point in the server's WAL archive now (make restore POINT=<name> there)
 	deploy/deploy.sh backup
+
+# ---- Docker Swarm (README, Growing past one host) ------------------------------------------
+.PHONY: swarm-deploy
+swarm-deploy: ## Deploy HEAD to the swarm in deploy.env: migrations once, rolling update, rolls back on failure
+	deploy/swarm/deploy.sh deploy
+
+.PHONY: swarm-rollback
+swarm-rollback: ## The swarm runs the previous release again, or RELEASE=<name>
+	deploy/swarm/deploy.sh rollback $(RELEASE)
+
+.PHONY: swarm-status
+swarm-status: ## The swarm's nodes, the stack's services and where each task runs
+	@deploy/swarm/deploy.sh status
+
+.PHONY: swarm-log
+swarm-log: ## Show the swarm's deploy log (who, when, release, result)
+	@deploy/swarm/deploy.sh log
+
+.PHONY: swarm-config
+STACK ?= fastapi-kit
+swarm-config: ## Print the stack file this checkout and .env make for the swarm (STACK=fastapi-kit)
+	@$(PROD) -p $(STACK) -f compose.swarm.yaml config --format json | python3 deploy/swarm/render.py --stack $(STACK)
+
+.PHONY: test-swarm
+test-swarm: ## The Swarm test alone: a three-node swarm (swarm-nodes), deploy, rolling update, drain, node loss (~10 min; uv)
+	uv run --frozen pytest tests/e2e/test_swarm.py
 
 .PHONY: prod-config
 prod-config: ## Check the production overlay against your .env and secret files (names what is missing)

@@ -6,7 +6,7 @@
 #   deploy.sh log | unlock | backup
 #   deploy.sh trust             pin the server's SSH host key (YES=1: without asking)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=deploy/lib.sh
 source deploy/lib.sh
 
@@ -192,4 +192,5 @@ main() {
   esac
 }
 
-main "$@"
+# Sourced by deploy/swarm/deploy.sh for its functions: run only when executed.
+[[ ${BASH_SOURCE[0]} != "$0" ]] || main "$@"

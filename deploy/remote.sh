@@ -286,7 +286,8 @@ rollback() { # [RELEASE]: the previous release (default) serves again; no migrat
   echo "$target"
 }
 
-case ${1:-} in
+# Sent with REMOTE_LIBRARY=1 ahead of deploy/swarm/remote.sh: its functions only, no command.
+[[ ${REMOTE_LIBRARY:-0} == 1 ]] || case ${1:-} in
   preflight | check | lock | unlock | install_secrets | activate | rollback | backup | record | current) "$@" ;;
   log) cat "$DEPLOY_PATH/deploy.log" 2>/dev/null || echo "no deploys yet" ;;
   *) echo "usage: remote.sh preflight|check|lock|unlock|install_secrets|activate|rollback|backup|record|log|current" >&2; exit 2 ;;

@@ -1,0 +1,381 @@
+"""make swarm-deploy against a real three-node Docker Swarm (../shared/docker/swarm-nodes: each
+node a container with its own engine). node1 is the manager and the edge node (Traefik publishes
+443 there in host mode), node2 the data node (PostgreSQL, Redis), node3 a plain worker node.
+
+The SSH server is an sshd on loopback, as in test_deploy.py; its docker CLI reaches the manager
+over TCP (SWARM_DOCKER_HOST) and every node's engine (SWARM_ENGINES: images, the backup). On a
+real cluster the SSH host is a manager and the engines are ssh:// endpoints (README).
+
+In order, on one stack: release 1 converges; HTTPS through Traefik on the edge node; jobs run on
+workers of other nodes; node3 drained with jobs running (none lost); release 2 rolls under steady
+GETs and POSTs (no request fails); broken release 3 rolls back by itself while release 2 serves;
+node3's engine stopped under load (the service answers, its tasks are rescheduled). The figures
+are printed (pytest -s) and written to swarm-figures.json under the test's temporary directory.
+
+`make test-swarm` runs this alone; `KIT_SWARM_NODES` may name another swarm-nodes script."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from api.auth import WRITE_SCOPE, issue_token
+from core.settings import Settings
+from tests import stack as stack_module
+from tests.e2e.test_deploy import SECRETS, commit_release, server  # noqa: F401 - fixture
+from tests.load import cycle, get, post, steady_load
+from tests.stack import run, wait_until
+
+pytestmark = pytest.mark.e2e
+
+SWARM_NODES = Path(
+    os.environ.get(
+        "KIT_SWARM_NODES", stack_module.ROOT.parent / "shared" / "docker" / "swarm-nodes"
+    )
+)
+STACK = "kit"
+APP_IMAGE = "kit-swarm-test"
+STANDINS = ["traefik:v3.6", "postgres:17", "redis:7", "haproxy:3.2-alpine"]
+API_HOST = {"Host": "api.localhost"}
+JOB_COST = 2_000_000
+FIGURES: dict[str, object] = {}
+# What make swarm-deploy prints of each phase: from `docker stack deploy` to every task healthy.
+CONVERGED = r"(phase \w+: converged in \d+s|jobs: done in \d+s)"
+
+
+def nodes(*args: str, check: bool = True, timeout: float = 600):
+    return run([str(SWARM_NODES), *args], check=check, timeout=timeout)
+
+
+def harness_can_exec(ip: str) -> None:
+    """Every healthcheck of the kit runs as a non-root user (`docker exec` into its container).
+    A node engine that cannot exec into such a container fails every healthcheck, and nothing
+    ever converges: say so now, not after ten minutes of timeouts."""
+    docker = ["docker", "-H", f"tcp://{ip}:2375"]
+    name = "kit-swarm-exec-probe"
+    run(
+        [
+            *docker,
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--user",
+            "999",
+            "--entrypoint",
+            "sleep",
+            "postgres:17",
+            "60",
+        ]
+    )
+    try:
+        probe = run([*docker, "exec", name, "true"], check=False)
+    finally:
+        run([*docker, "rm", "-f", name], check=False)
+    if probe.returncode != 0:
+        pytest.fail(
+            f"{SWARM_NODES}: `docker exec` into a container whose process is not root fails on "
+            f"the nodes ({(probe.stderr + probe.stdout).strip()}), so no healthcheck can pass. "
+            "The node containers lack CAP_SYS_PTRACE (runc opens the namespaces of a process of "
+            "another user): swarm-nodes must run them with --cap-add SYS_PTRACE as well."
+        )
+
+
+@pytest.fixture(scope="module")
+def swarm():
+    """Three nodes, the stand-in images in each, node1 labelled edge and node2 data. Always down
+    at the end, failed or not."""
+    if not SWARM_NODES.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI lacks {SWARM_NODES}")
+        pytest.skip(f"no {SWARM_NODES}")
+    stack_module.require(Path("/usr/sbin/sshd").exists(), "sshd (openssh-server)")
+    try:
+        started = time.monotonic()
+        ips = dict(line.split() for line in nodes("up", "3").stdout.splitlines())
+        nodes("load", *STANDINS)
+        manager = f"tcp://{ips['node1']}:2375"
+        docker = ["docker", "-H", manager]
+        harness_can_exec(ips["node2"])
+        run([*docker, "node", "update", "--label-add", "kit.edge=true", "node1"])
+        run([*docker, "node", "update", "--label-add", "kit.data=true", "node2"])
+        FIGURES["swarm_up_and_images_seconds"] = round(time.monotonic() - started, 1)
+        yield {"ips": ips, "manager": manager, "docker": docker}
+    finally:
+        if not os.environ.get("KIT_SWARM_KEEP"):  # debugging: leave the nodes up
+            nodes("down", check=False)
+
+
+@pytest.fixture(scope="module")
+def workspace(swarm, server, tmp_path_factory):  # noqa: F811 - the fixture imported above
+    root = tmp_path_factory.mktemp("swarm")
+    source = root / "src"
+    run(["git", "clone", "-q", str(stack_module.ROOT), str(source)])
+    run(["git", "config", "user.email", "swarm-test@example.com"], cwd=source)
+    run(["git", "config", "user.name", "swarm test"], cwd=source)
+    secrets = root / "secrets"
+    secrets.mkdir(mode=0o700)
+    for name, value in SECRETS.items():
+        (secrets / name).write_text(value)
+    env_file = root / "production.env"
+    env_file.write_text(
+        "ACME_EMAIL=ops@example.com\nAPI_DOMAIN=api.localhost\n"
+        "ACME_CA_SERVER=https://127.0.0.1:9/directory\n"
+        "PROXY_SNI_STRICT=false\n"
+        f"NOFILE_LIMIT={stack_module.compose_env()['NOFILE_LIMIT']}\n"
+        "RATE_LIMIT_AVERAGE=5000\nRATE_LIMIT_BURST=10000\n"
+        # Three of each, one a node; one process each: three engines share this machine's CPUs.
+        "API_REPLICAS=3\nWORKER_REPLICAS=3\nWEB_CONCURRENCY=1\nCELERY_CONCURRENCY=1\n"
+        "API_CPUS=1\nWORKER_CPUS=1\n"
+        # Shorter than production's 5 s, 10 s and 20 s, to keep CI under its budget; the delay
+        # still exceeds Traefik's polling, which is what a lossless update needs.
+        "SWARM_REFRESH_SECONDS=2s\nSWARM_UPDATE_DELAY=5s\nSWARM_UPDATE_MONITOR=10s\n"
+    )
+    ips = swarm["ips"]
+    env = {
+        **stack_module.compose_env(),
+        "DEPLOY_HOST": "root@127.0.0.1",
+        "DEPLOY_PORT": str(int(os.environ.get("KIT_TEST_SSH_PORT", "52222"))),
+        "DEPLOY_PATH": str(root / "srv"),
+        "DEPLOY_ENV_FILE": str(env_file),
+        "DEPLOY_SECRETS_DIR": str(secrets),
+        "DEPLOY_PROJECT": STACK,
+        "DEPLOY_SSH_OPTS": f"-i {server / 'client_key'} -o LogLevel=ERROR",
+        "DEPLOY_HEALTH_URL": "https://api.localhost/ready",
+        "DEPLOY_HEALTH_CURL_OPTS": f"-k --resolve api.localhost:443:{ips['node1']}",
+        "DEPLOY_MIN_FREE_MB": "100",
+        "DEPLOY_WHO": "swarm-test",
+        "APP_IMAGE": APP_IMAGE,
+        "SWARM_DOCKER_HOST": swarm["manager"],
+        "SWARM_ENGINES": " ".join(f"{n}=tcp://{ip}:2375" for n, ip in sorted(ips.items())),
+    }
+    run(["make", "--no-print-directory", "deploy-trust", "YES=1"], cwd=source, env=env)
+    run(["git", "add", "deploy/known_hosts"], cwd=source)
+    run(["git", "commit", "-qm", "pin the test server's host key"], cwd=source)
+    yield source, root, env
+    (root / "swarm-figures.json").write_text(json.dumps(FIGURES, indent=2))
+    print("\nswarm figures:", json.dumps(FIGURES, indent=2))
+    images = run(["docker", "images", "-q", "--filter", f"reference={APP_IMAGE}-*"], check=False)
+    if images.stdout.split():
+        run(["docker", "rmi", "-f", *set(images.stdout.split())], check=False)
+
+
+def make(workspace, *target: str, check: bool = True):
+    source, _, env = workspace
+    return run(
+        ["make", "--no-print-directory", *target], cwd=source, env=env, check=check, timeout=900
+    )
+
+
+@pytest.fixture(scope="module")
+def base_url(swarm) -> str:
+    return f"https://{swarm['ips']['node1']}"
+
+
+@pytest.fixture(scope="module")
+def client(base_url):
+    with httpx.Client(base_url=base_url, headers=API_HOST, verify=False, timeout=10) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def writer():
+    token = issue_token(Settings(jwt_secret=SECRETS["jwt_secret"]), "swarm", [WRITE_SCOPE])
+    return {"Authorization": f"Bearer {token}"}
+
+
+def service_tasks(swarm, service: str) -> list[tuple[str, str]]:
+    """(node, current state) of the service's tasks that should be running."""
+    out = run(
+        [
+            *swarm["docker"],
+            "service",
+            "ps",
+            f"{STACK}_{service}",
+            "--filter",
+            "desired-state=running",
+            "--format",
+            "{{.Node}}|{{.CurrentState}}",
+        ]
+    ).stdout
+    return [tuple(line.split("|", 1)) for line in out.splitlines()]  # type: ignore[misc]
+
+
+def running_nodes(swarm, service: str) -> list[str]:
+    return sorted(n for n, state in service_tasks(swarm, service) if state.startswith("Running"))
+
+
+def job_nodes(swarm, job_ids: set[str]) -> dict[str, str]:
+    """Which node's worker finished each job, from the service's logs (task@node | line)."""
+    out = run([*swarm["docker"], "service", "logs", f"{STACK}_worker"], check=False).stdout
+    found = {}
+    for line in out.splitlines():
+        if "job succeeded" in line and "@" in line:
+            for job in job_ids:
+                if job in line:
+                    found[job] = line.split("@", 1)[1].split()[0]
+    return found
+
+
+def submit_jobs(client, writer, count: int, seed: str) -> list[str]:
+    locations = []
+    for i in range(count):
+        r = client.post("/jobs", json={"cost": JOB_COST, "seed": f"{seed}-{i}"}, headers=writer)
+        assert r.status_code == 202, r.text
+        locations.append(r.headers["location"])
+    return locations
+
+
+def finished(client, locations: list[str], within: float = 240) -> list[dict]:
+    bodies = []
+    for location in locations:
+        bodies.append(
+            stack_module.wait_for_job(
+                lambda loc=location: client.get(loc).json(), within=within, every=1
+            )
+        )
+    return bodies
+
+
+def serving_release(client):
+    return client.get("/health").json().get("release")
+
+
+def test_swarm_deploy_update_rollback_drain_node_loss(swarm, workspace, client, writer, base_url):
+    source, root = workspace[0], workspace[1]
+    docker = swarm["docker"]
+
+    # Release 1: from nothing to a converged stack.
+    commit_release(source, 1)
+    started = time.monotonic()
+    first = make(workspace, "swarm-deploy")
+    FIGURES["first_deploy_seconds"] = round(time.monotonic() - started, 1)
+    # From `docker stack deploy` to every task healthy, by phase (the deploy prints them).
+    FIGURES["first_deploy_converged"] = re.findall(CONVERGED, first.stderr)
+    assert serving_release(client) == 1
+    assert running_nodes(swarm, "proxy") == ["node1"]
+    assert running_nodes(swarm, "db") == ["node2"]
+    assert running_nodes(swarm, "redis") == ["node2"]
+    assert len(running_nodes(swarm, "api")) == 3
+    assert len(set(running_nodes(swarm, "worker"))) >= 2
+    # HTTP on the edge node redirects to HTTPS; the api sees the client's scheme.
+    r = httpx.get(f"http://{swarm['ips']['node1']}/health", headers=API_HOST)
+    assert r.status_code in (301, 302, 307, 308) and r.headers["location"].startswith("https://")
+    status = make(workspace, "swarm-status").stdout
+    assert "release: " in status and "kit_api" in status
+
+    # Jobs run on the workers, across nodes (node1 has no job queue, node2 no special role).
+    locations = submit_jobs(client, writer, 6, "spread")
+    bodies = finished(client, locations)
+    assert {b["state"] for b in bodies} == {"succeeded"}, bodies
+    where = wait_until(
+        lambda: (f := job_nodes(swarm, {b["id"] for b in bodies})) and len(f) == len(bodies) and f,
+        within=30,
+    )
+    FIGURES["job_nodes"] = sorted(set(where.values()))
+    assert len(set(where.values())) >= 2, where
+
+    # Drain node3 while jobs run: its tasks move, its worker finishes what it holds, none is lost.
+    locations = submit_jobs(client, writer, 8, "drain")
+    time.sleep(2)
+    run([*docker, "node", "update", "--availability", "drain", "node3"])
+    started = time.monotonic()
+    wait_until(
+        lambda: (
+            "node3" not in running_nodes(swarm, "worker")
+            and "node3" not in running_nodes(swarm, "api")
+            and len(running_nodes(swarm, "api")) == 3
+        ),
+        within=400,
+        every=2,
+    )
+    FIGURES["drain_seconds"] = round(time.monotonic() - started, 1)
+    bodies = finished(client, locations)
+    FIGURES["drain_jobs"] = {
+        "submitted": len(locations),
+        "succeeded": sum(b["state"] == "succeeded" for b in bodies),
+    }
+    assert {b["state"] for b in bodies} == {"succeeded"}, bodies
+    run([*docker, "node", "update", "--availability", "active", "node3"])
+
+    # Release 2 rolls under steady reads and writes: not one request fails.
+    commit_release(source, 2)
+    traffic = cycle(
+        get("/health"),
+        get("/items?limit=5"),
+        post("/items", {"name": "written during a rolling update"}, **writer),
+    )
+    started = time.monotonic()
+    with steady_load(
+        base_url, traffic, headers=API_HOST, connections=6, rate=40, max_seconds=600
+    ) as users:
+        second = make(workspace, "swarm-deploy")
+        time.sleep(2)
+    FIGURES["rolling_update_seconds"] = round(time.monotonic() - started, 1)
+    FIGURES["rolling_update_converged"] = re.findall(CONVERGED, second.stderr)
+    FIGURES["rolling_update_requests"] = dict(users.kinds())
+    assert users.failures() == [], users.summary()
+    assert sum(o.method == "POST" and o.ok for o in users.outcomes) > 20
+    assert {serving_release(client) for _ in range(20)} == {2}
+    assert "node3" in running_nodes(swarm, "api") + running_nodes(swarm, "worker")
+    # Before its migrations, a pg_dump in the db task on the data node, as make deploy takes.
+    release_2 = sorted(p.name for p in (root / "srv" / "releases").iterdir())[-1]
+    dump = root / "srv" / "backups" / f"before-{release_2}.dump"
+    assert dump.stat().st_size > 1000 and dump.read_bytes().startswith(b"PGDMP")
+
+    # Release 3 never becomes healthy: Swarm rolls it back by itself, release 2 keeps serving.
+    commit_release(source, "broken")
+    with steady_load(
+        base_url, traffic, headers=API_HOST, connections=4, rate=20, max_seconds=600
+    ) as users:
+        broken = make(workspace, "swarm-deploy", check=False)
+    assert broken.returncode != 0
+    assert "rolled it back" in broken.stderr, broken.stderr[-3000:]
+    FIGURES["broken_release_requests"] = dict(users.kinds())
+    assert users.failures() == [], users.summary()
+    assert {serving_release(client) for _ in range(20)} == {2}
+    log = make(workspace, "swarm-log").stdout
+    assert "\tfailed\t" in log and log.count("\tsuccess\t") == 2
+
+    # node3's engine stops under load: the service keeps answering, its tasks come back elsewhere.
+    lost = [n for n in running_nodes(swarm, "api") if n == "node3"]
+    with steady_load(
+        base_url, traffic, headers=API_HOST, connections=6, rate=40, max_seconds=300
+    ) as users:
+        time.sleep(3)
+        fault = time.monotonic()
+        run(["docker", "stop", "-t", "0", "swarm-node3"])
+        wait_until(
+            lambda: (
+                len(running_nodes(swarm, "api")) == 3
+                and "node3" not in running_nodes(swarm, "api")
+                and len(running_nodes(swarm, "worker")) == 3
+            ),
+            within=180,
+            every=2,
+        )
+        FIGURES["node_loss_rescheduled_seconds"] = round(time.monotonic() - fault, 1)
+        time.sleep(3)
+    after = users.between(fault)
+    FIGURES["node_loss_requests"] = dict(users.kinds(after))
+    FIGURES["node_loss_api_tasks_lost"] = len(lost)
+    ok = sum(o.ok for o in after)
+    assert ok > 0.95 * len(after), users.summary(fault)
+    assert serving_release(client) == 2
+
+    # make swarm-rollback, on the two nodes left: release 1 again, by name, under load.
+    release_1 = sorted(p.name for p in (root / "srv" / "releases").iterdir())[0]
+    with steady_load(
+        base_url, traffic, headers=API_HOST, connections=4, rate=20, max_seconds=600
+    ) as users:
+        make(workspace, "swarm-rollback", f"RELEASE={release_1}")
+    FIGURES["rollback_requests"] = dict(users.kinds())
+    assert users.failures() == [], users.summary()
+    assert {serving_release(client) for _ in range(20)} == {1}
+    assert "\trollback\t" in make(workspace, "swarm-log").stdout

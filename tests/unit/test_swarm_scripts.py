@@ -1,0 +1,86 @@
+"""The Swarm deploy scripts' pure parts, run by bash without a swarm: tests/e2e/test_swarm.py plays
+the whole of make swarm-deploy on a three-node swarm."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from tests.unit.test_deploy_scripts import ROOT, bash, shell_function
+
+ENGINES = (
+    shell_function("deploy/swarm/remote.sh", "engines")
+    + "\n"
+    + shell_function("deploy/swarm/remote.sh", "engine_of")
+)
+
+
+@pytest.mark.parametrize(
+    ("node", "endpoint"),
+    [("node1", "unix:///var/run/docker.sock"), ("node2", "ssh://deploy@10.0.0.2")],
+)
+def test_a_node_s_engine_is_found_by_its_hostname(node, endpoint):
+    code = (
+        ENGINES + '\nSWARM_ENGINES="node1=unix:///var/run/docker.sock  node2=ssh://deploy@10.0.0.2"'
+    )
+    proc = bash(code + '\nengine_of "$1"', node)
+    assert (proc.returncode, proc.stdout.strip()) == (0, endpoint)
+
+
+def test_a_node_missing_from_swarm_engines_is_named():
+    proc = bash(ENGINES + '\nSWARM_ENGINES="node1=tcp://a:2375"\nengine_of node9')
+    assert proc.returncode != 0
+    assert "node node9 is not in SWARM_ENGINES" in proc.stderr
+
+
+def test_without_swarm_engines_the_default_engine_does_everything():
+    proc = bash(ENGINES + '\nSWARM_ENGINES=""\nengines; echo "[$(engine_of node7)]"')
+    assert proc.stdout.split() == ["-=", "[]"]
+
+
+def test_remote_sh_as_a_library_defines_its_functions_and_runs_nothing():
+    # make swarm-deploy sends deploy/remote.sh ahead of deploy/swarm/remote.sh, REMOTE_LIBRARY=1.
+    script = (ROOT / "deploy/remote.sh").read_text() + "\ntype record >/dev/null && echo library"
+    proc = subprocess.run(
+        ["bash", "-s", "--", "log"],
+        input=script,
+        capture_output=True,
+        text=True,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "DEPLOY_PATH": "/nonexistent",
+            "DEPLOY_PROJECT": "kit",
+            "APP_IMAGE": "kit",
+            "REMOTE_LIBRARY": "1",
+        },
+        timeout=30,
+    )
+    assert (proc.returncode, proc.stdout) == (0, "library\n")
+
+
+def test_deploy_sh_sourced_runs_no_command():
+    proc = bash(f"source {ROOT}/deploy/deploy.sh; type release_name >/dev/null && echo sourced")
+    assert (proc.returncode, proc.stdout) == (0, "sourced\n")
+
+
+def test_swarm_deploy_refuses_building_on_the_server(tmp_path):
+    env_file = tmp_path / "production.env"
+    env_file.write_text("API_DOMAIN=api.example.com\n")
+    proc = subprocess.run(
+        [str(ROOT / "deploy/swarm/deploy.sh"), "status"],
+        capture_output=True,
+        text=True,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "DEPLOY_SETTINGS": "/nonexistent",
+            "DEPLOY_HOST": "h",
+            "DEPLOY_PATH": "/srv",
+            "DEPLOY_ENV_FILE": str(env_file),
+            "DEPLOY_SECRETS_DIR": str(tmp_path),
+            "DEPLOY_IMAGES": "build",
+        },
+        timeout=30,
+    )
+    assert proc.returncode != 0
+    assert "DEPLOY_IMAGES=build is single-host only" in proc.stderr
