@@ -58,6 +58,27 @@ def _version(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:12]
 
 
+def _tmpfs_mount(spec: str) -> Json:
+    """Compose's `tmpfs: ["/tmp:mode=1777,size=64m"]` as a Swarm mount: the options after the
+    first colon (mode in octal, size in bytes or with k/m/g) become the mount's tmpfs options."""
+    target, _, options = spec.partition(":")
+    mount: Json = {"type": "tmpfs", "target": target}
+    tmpfs: Json = {}
+    for option in filter(None, options.split(",")):
+        key, _, value = option.partition("=")
+        if key == "mode":
+            tmpfs["mode"] = int(value, 8)
+        elif key == "size":
+            units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+            scale = units.get(value[-1:].lower(), 1)
+            tmpfs["size"] = int(value.rstrip("kKmMgG")) * scale
+        else:
+            raise SystemExit(f"render: tmpfs option {option!r} of {spec!r} has no Swarm equivalent")
+    if tmpfs:
+        mount["tmpfs"] = tmpfs
+    return mount
+
+
 def _relocated(path: str, relocate: dict[str, str]) -> str:
     for local, remote in relocate.items():
         if path == local or path.startswith(local.rstrip("/") + "/"):
@@ -171,8 +192,8 @@ def render_service(
                 out.setdefault("configs", []).append({"source": key, "target": target})
             continue
         volumes.append({k: v for k, v in volume.items() if k != "bind"})
-    for path in service.get("tmpfs") or []:
-        volumes.append({"type": "tmpfs", "target": path})
+    for spec in service.get("tmpfs") or []:
+        volumes.append(_tmpfs_mount(spec))
     if service.get("shm_size"):
         size = int(service["shm_size"])
         shm = "/dev/shm"  # noqa: S108 - the container's own shared memory, as shm_size sizes it

@@ -243,3 +243,25 @@ def test_the_images_to_ship_are_those_the_compose_files_build():
     c = config()
     c["services"]["api"]["build"] = {"context": "."}
     assert render_module.built_images(c) == ["app:1"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "mount"),
+    [
+        ("/tmp", {"type": "tmpfs", "target": "/tmp"}),  # noqa: S108 - mount targets
+        ("/tmp:mode=1777", {"type": "tmpfs", "target": "/tmp", "tmpfs": {"mode": 0o1777}}),  # noqa: S108
+        (
+            "/run/x:mode=0700,size=64m",
+            {"type": "tmpfs", "target": "/run/x", "tmpfs": {"mode": 0o700, "size": 64 << 20}},
+        ),
+    ],
+)
+def test_tmpfs_options_become_the_mounts_options(spec, mount):
+    """Compose's `/tmp:mode=1777` is a path and options: as a target whole, Swarm mounted nothing
+    at /tmp and the read-only db could not start (seen on the three-node swarm)."""
+    assert render_module._tmpfs_mount(spec) == mount
+
+
+def test_a_tmpfs_option_swarm_lacks_stops_the_render():
+    with pytest.raises(SystemExit, match="noexec"):
+        render_module._tmpfs_mount("/tmp:noexec")  # noqa: S108
