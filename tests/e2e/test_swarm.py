@@ -350,10 +350,11 @@ def test_swarm_deploy_update_rollback_drain_node_loss(swarm, workspace, client, 
     assert sum(o.method == "POST" and o.ok for o in users.outcomes) > 20
     assert {serving_release(client) for _ in range(20)} == {2}
     assert "node3" in running_nodes(swarm, "api") + running_nodes(swarm, "worker")
-    # Before its migrations, a pg_dump in the db task on the data node, as make deploy takes.
+    # Before its migrations, a restore point in the db task's pgBackRest archive on the data
+    # node, recorded as make deploy records it (make restore POINT=before-<release> there).
     release_2 = sorted(p.name for p in (root / "srv" / "releases").iterdir())[-1]
-    dump = root / "srv" / "backups" / f"before-{release_2}.dump"
-    assert dump.stat().st_size > 1000 and dump.read_bytes().startswith(b"PGDMP")
+    points = (root / "srv" / "backups" / "restore-points").read_text()
+    assert f"\tbefore-{release_2}\n" in points, points
 
     # Release 3 never becomes healthy: Swarm rolls it back by itself, release 2 keeps serving.
     commit_release(source, "broken")
