@@ -124,8 +124,12 @@ deploy() {
     remote record failed "$release" "$DEPLOY_WHO" "new containers unhealthy; previous release kept"
     die "release $release failed; the previous release is still serving"
   fi
+  go_live "$release"
+}
+
+go_live() { # RELEASE, switched to: checked from outside, then recorded (rolled back if it fails)
+  local release=$1 back
   if ! public_check; then
-    local back
     back=$(remote rollback) || die "public check failed and so did the rollback: act now"
     remote record rolled-back "$release" "$DEPLOY_WHO" "public check failed; $back serves again"
     die "public check failed after the switch; rolled back to $back"

@@ -83,14 +83,7 @@ swarm_deploy() {
     remote record failed "$release" "$DEPLOY_WHO" "did not converge; $back serves again"
     die "release $release failed; $back serves again"
   fi
-  if ! public_check; then
-    local back
-    back=$(remote rollback) || die "public check failed and so did the rollback: act now"
-    remote record rolled-back "$release" "$DEPLOY_WHO" "public check failed; $back serves again"
-    die "public check failed after the switch; rolled back to $back"
-  fi
-  remote record success "$release" "$DEPLOY_WHO" "$(git log -1 --format=%s | tr '\t' ' ')"
-  say "release $release is live"
+  go_live "$release"
 }
 
 swarm_main() {
