@@ -90,19 +90,26 @@ def server(tmp_path_factory):
     daemon.wait(timeout=10)
 
 
+def deploy_checkout(root: Path, who: str) -> tuple[Path, Path]:
+    """Under root: a clone of this repository to deploy from, committing as `who`, and the
+    production secret files (SECRETS) in a 0700 directory."""
+    source = root / "src"
+    run(["git", "clone", "-q", str(stack_module.ROOT), str(source)])
+    run(["git", "config", "user.email", f"{who.replace(' ', '-')}@example.com"], cwd=source)
+    run(["git", "config", "user.name", who], cwd=source)
+    secrets = root / "secrets"
+    secrets.mkdir(mode=0o700)
+    for name, value in SECRETS.items():
+        (secrets / name).write_text(value)
+    return source, secrets
+
+
 @pytest.fixture(scope="module")
 def workspace(server, tmp_path_factory):
     """A clone of this repository to deploy from, its production env and secrets, and the
     server's path; the server's host key pinned and committed, as the README has it done."""
     root = tmp_path_factory.mktemp("deploy")
-    source = root / "src"
-    run(["git", "clone", "-q", str(stack_module.ROOT), str(source)])
-    run(["git", "config", "user.email", "deploy-test@example.com"], cwd=source)
-    run(["git", "config", "user.name", "deploy test"], cwd=source)
-    secrets = root / "secrets"
-    secrets.mkdir(mode=0o700)
-    for name, value in SECRETS.items():
-        (secrets / name).write_text(value)
+    source, secrets = deploy_checkout(root, "deploy test")
     env_file = root / "production.env"
     env_file.write_text(
         "ACME_EMAIL=ops@example.com\nAPI_DOMAIN=api.localhost\n"

@@ -28,7 +28,12 @@ import pytest
 from api.auth import WRITE_SCOPE, issue_token
 from core.settings import Settings
 from tests import stack as stack_module
-from tests.e2e.test_deploy import SECRETS, commit_release, server  # noqa: F401 - fixture
+from tests.e2e.test_deploy import (  # noqa: F401 - server: a fixture
+    SECRETS,
+    commit_release,
+    deploy_checkout,
+    server,
+)
 from tests.load import cycle, get, post, steady_load
 from tests.stack import run, wait_until
 
@@ -141,14 +146,7 @@ def swarm(tmp_path_factory):
 @pytest.fixture(scope="module")
 def workspace(swarm, server, tmp_path_factory):  # noqa: F811 - the fixture imported above
     root = tmp_path_factory.mktemp("swarm")
-    source = root / "src"
-    run(["git", "clone", "-q", str(stack_module.ROOT), str(source)])
-    run(["git", "config", "user.email", "swarm-test@example.com"], cwd=source)
-    run(["git", "config", "user.name", "swarm test"], cwd=source)
-    secrets = root / "secrets"
-    secrets.mkdir(mode=0o700)
-    for name, value in SECRETS.items():
-        (secrets / name).write_text(value)
+    source, secrets = deploy_checkout(root, "swarm test")
     env_file = root / "production.env"
     env_file.write_text(
         "ACME_EMAIL=ops@example.com\nAPI_DOMAIN=api.localhost\n"
