@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from api.cache_debts import CacheDebts
-from api.metrics import CACHE_EVENTS
+from api.metrics import CACHE_BYPASS, CACHE_ERROR, CACHE_HIT, CACHE_MISS
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class ItemCache:
         return True
 
     def _failed(self, operation: str, exc: Exception) -> None:
-        CACHE_EVENTS.labels(event="error").inc()
+        CACHE_ERROR.inc()
         if self._down:
             return
         self._down = True
@@ -95,7 +95,7 @@ class ItemCache:
         """The cached item's JSON, ready to send; False where the item is known deleted; None on a
         miss. Bytes, not a model: parsing and re-serialising a hit cost more than Redis did."""
         if not await self._usable():
-            CACHE_EVENTS.labels(event="bypass").inc()
+            CACHE_BYPASS.inc()
             return None
         try:
             raw = await self.redis.get(self.key(item_id))
@@ -103,9 +103,9 @@ class ItemCache:
             self._failed("get", exc)
             return None
         if raw is None:
-            CACHE_EVENTS.labels(event="miss").inc()
+            CACHE_MISS.inc()
             return None
-        CACHE_EVENTS.labels(event="hit").inc()
+        CACHE_HIT.inc()
         if isinstance(raw, str):  # only from a client made with decode_responses=True
             raw = raw.encode()
         if raw == TOMBSTONE:
