@@ -11,7 +11,7 @@ from celery.signals import setup_logging
 from core.jobs import make_celery
 from core.logs import configure_logging
 from core.settings import get_settings
-from worker.liveness import LivenessProbe
+from worker.heartbeat import LivenessProbe
 from worker.metrics import MetricsServer
 from worker.reaper import JobReaper
 
