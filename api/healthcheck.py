@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 TCP_LISTEN = "0A"  # the state column of /proc/net/tcp
+DOCKER_DNS = "127.0.0.11"  # Docker's embedded resolver listens in every container's namespace
 # Per table: its address family, and where to connect when the socket listens on every address.
 TABLES = (
     ("/proc/net/tcp", socket.AF_INET, "127.0.0.1"),
@@ -34,6 +35,8 @@ def listening(table: str, family: int, any_address_host: str, uid: int) -> tuple
         if len(fields) > 7 and fields[3] == TCP_LISTEN and fields[7] == str(uid):
             hex_address, hex_port = fields[1].split(":")
             host = _address(hex_address, family)
+            if host == DOCKER_DNS:  # an api run as root shares the uid with the resolver
+                continue
             if host in ("0.0.0.0", "::"):
                 host = any_address_host
             return host, int(hex_port, 16)

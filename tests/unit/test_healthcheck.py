@@ -25,7 +25,13 @@ def test_the_apps_listener_on_every_address_is_reached_on_loopback():
 
 
 def test_another_users_listener_is_not_the_app():
-    assert healthcheck.listening(TCP, socket.AF_INET, "127.0.0.1", 0) == ("127.0.0.11", 34369)
+    docker_dns_only = "\n".join(TCP.splitlines()[:2])
+    assert healthcheck.listening(docker_dns_only, socket.AF_INET, "127.0.0.1", APP) is None
+
+
+def test_dockers_resolver_is_passed_over_when_the_api_runs_as_root():
+    as_root = TCP.replace(" 10001 ", "     0 ")
+    assert healthcheck.listening(as_root, socket.AF_INET, "127.0.0.1", 0) == ("127.0.0.1", 8000)
 
 
 def test_a_listener_on_one_address_is_reached_there():
