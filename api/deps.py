@@ -2,7 +2,9 @@
 
 Every route takes its dependencies through these aliases, defined here once:
 SessionDep (a write transaction), ReadSessionDep (autocommit reads), SessionsDep (the pool, for one
-Core statement in autocommit: the hot paths), CacheDep, SettingsDep, JobQueueDep.
+Core statement in autocommit: the hot paths), CacheDep, SettingsDep, JobQueueDep. One exception:
+GET /items/{id}, the hottest path, reads app.state.cache itself (solving a dependency cost more
+than the Redis GET it handed over).
 """
 
 from __future__ import annotations

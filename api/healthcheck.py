@@ -16,9 +16,11 @@ from pathlib import Path
 TCP_LISTEN = "0A"  # the state column of /proc/net/tcp
 DOCKER_DNS = "127.0.0.11"  # Docker's embedded resolver listens in every container's namespace
 # Per table: its address family, and where to connect when the socket listens on every address.
+# On [::] too, 127.0.0.1: Linux's sockets are dual-stack by default, and ::1 is missing where a
+# container has IPv6 disabled.
 TABLES = (
     ("/proc/net/tcp", socket.AF_INET, "127.0.0.1"),
-    ("/proc/net/tcp6", socket.AF_INET6, "::1"),
+    ("/proc/net/tcp6", socket.AF_INET6, "127.0.0.1"),
 )
 
 
@@ -64,7 +66,7 @@ def main() -> int:
     except OSError as exc:
         print(f"unhealthy: {exc}", file=sys.stderr)
         return 1
-    if status_line.split(b" ")[1:2] != [b"200"]:
+    if status_line.split(None, 2)[1:2] != [b"200"]:
         print(f"unhealthy: {status_line.decode('latin-1').strip()}", file=sys.stderr)
         return 1
     return 0

@@ -20,15 +20,16 @@ from core.logs import request_id_var
 
 access_log = logging.getLogger("api.access")
 
-# Accept a caller's id only if it is short and printable, so it cannot forge log lines.
-_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
+# Accept a caller's id only if it is short and printable, so it cannot forge log lines. Used with
+# fullmatch: a "$" anchor would let a final newline through.
+_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 
 
 class RequestContextMiddleware:
     """Request id (X-Request-ID in, or a new one; always returned), access log line, metrics.
 
     log_every_request: a line per request at INFO (ACCESS_LOG=all); otherwise only 5xx answers
-    and requests slower than slow_seconds, at WARNING (the proxy logs every request)."""
+    and requests slower than slow_seconds, at WARNING (the proxy logs every request by default)."""
 
     def __init__(
         self, app: ASGIApp, *, log_every_request: bool = False, slow_seconds: float = 1.0
@@ -43,7 +44,7 @@ class RequestContextMiddleware:
             return
         incoming = _header(scope, b"x-request-id")
         # 128 random bits as 32 hex digits, as uuid4().hex gives, without building a UUID.
-        request_id = incoming if _VALID_REQUEST_ID.match(incoming) else secrets.token_hex(16)
+        request_id = incoming if _VALID_REQUEST_ID.fullmatch(incoming) else secrets.token_hex(16)
         token = request_id_var.set(request_id)
         status_code = 500
         started = time.perf_counter()
@@ -140,15 +141,12 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = _header(scope, b"content-length")
-        # isdecimal, not isdigit: of the latin-1 characters a header decodes to, only 0-9 pass it.
+        # Stripped: httptools passes "5000 " on as it came. isdecimal, not isdigit: of the
+        # latin-1 characters a header decodes to, only 0-9 pass it. The body is counted below
+        # whatever the header says: not every server frames it by Content-Length (Mangum).
+        declared = _header(scope, b"content-length").strip(" \t")
         if declared.isdecimal() and int(declared) > self.max_bytes:
             await self._reject(scope, receive, send)
-            return
-        if not _header(scope, b"transfer-encoding"):
-            # No chunked body: the server reads exactly Content-Length bytes (none without one),
-            # checked above, so there is nothing to count (every GET takes this path).
-            await self.app(scope, receive, send)
             return
 
         received = 0

@@ -793,7 +793,9 @@ def tuning_rows(stack: BenchStack, seeded: Seeded) -> Tuning:
     wrk(f"{stack.api_url()}{page}", seconds=WARMUP_SECONDS)
     pool_overflow_5_5 = stack.measured(f"{stack.api_url()}{page}")
     stack.recreate("api")
-    # Traefik's access log: a line per request (the default) against errors only.
+    # Traefik's access log: a line per request (the default) against errors only, each on a
+    # freshly created proxy.
+    stack.recreate("proxy")
     wrk(f"{proxy_url()}{item}", headers=PROXY_HEADERS, seconds=WARMUP_SECONDS)
     proxy_reference = wrk(f"{proxy_url()}{item}", headers=PROXY_HEADERS)
     stack.recreate("proxy", PROXY_ACCESS_LOG_CODES="400-599")

@@ -141,7 +141,8 @@ class Settings(BaseSettings):
     app_name: str = "fastapi-compose-kit"
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     # The app's own line per request. "problems": only 5xx answers and requests slower than
-    # slow_request_seconds, at WARNING; the proxy's access log has every request, with the
+    # slow_request_seconds, at WARNING; the proxy's access log has every request (by default:
+    # PROXY_ACCESS_LOG_CODES), with the
     # X-Request-ID the app returned, so a problem line leads to its access line and back. A line
     # per request from the app cost half of a cached read's CPU (make bench). "all": one line per
     # request (a platform without the kit's proxy that logs no requests itself).

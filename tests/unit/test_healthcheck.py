@@ -80,3 +80,9 @@ def test_main_answers_by_the_status_of_health_routable(tmp_path, monkeypatch):
         assert healthcheck.main() == 1
     finally:
         server.shutdown()
+
+
+def test_a_dual_stack_listener_is_reached_on_ipv4_loopback():
+    table = "header\n   0: " + "0" * 32 + ":1F40 " + "0" * 32 + ":0000 0A 0:0 00:0 0 10001 0 1 1\n"
+    host_port = healthcheck.listening(table, socket.AF_INET6, healthcheck.TABLES[1][2], APP)
+    assert host_port == ("127.0.0.1", 8000)
