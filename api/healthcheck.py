@@ -2,8 +2,8 @@
 
 Standard library only, and the address comes from the kernel (the TCP socket this container's
 user listens on: gunicorn's; Docker's DNS resolver listens here too, as root) rather than from
-the settings: the check runs every few seconds, and importing
-pydantic for the settings cost about 0.28 s of CPU each time, most of an idle api's CPU.
+the settings: the check runs every few seconds, and importing pydantic for the settings cost
+about 0.28 s of CPU each time, most of an idle api's CPU.
 """
 
 from __future__ import annotations
@@ -15,13 +15,10 @@ from pathlib import Path
 
 TCP_LISTEN = "0A"  # the state column of /proc/net/tcp
 DOCKER_DNS = "127.0.0.11"  # Docker's embedded resolver listens in every container's namespace
-# Per table: its address family, and where to connect when the socket listens on every address.
-# On [::] too, 127.0.0.1: Linux's sockets are dual-stack by default, and ::1 is missing where a
-# container has IPv6 disabled.
-TABLES = (
-    ("/proc/net/tcp", socket.AF_INET, "127.0.0.1"),
-    ("/proc/net/tcp6", socket.AF_INET6, "127.0.0.1"),
-)
+TABLES = (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6))
+# Where to connect to a socket listening on every address, [::] too: Linux's sockets are
+# dual-stack by default, and ::1 is missing where a container has IPv6 disabled.
+ANY_ADDRESS_HOST = "127.0.0.1"
 
 
 def _address(hex_address: str, family: int) -> str:
@@ -30,7 +27,7 @@ def _address(hex_address: str, family: int) -> str:
     return socket.inet_ntop(family, b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4)))
 
 
-def listening(table: str, family: int, any_address_host: str, uid: int) -> tuple[str, int] | None:
+def listening(table: str, family: int, uid: int) -> tuple[str, int] | None:
     """The first socket uid listens on in a /proc/net/tcp* table: (host to connect to, port)."""
     for row in table.splitlines()[1:]:
         fields = row.split()
@@ -40,15 +37,15 @@ def listening(table: str, family: int, any_address_host: str, uid: int) -> tuple
             if host == DOCKER_DNS:  # an api run as root shares the uid with the resolver
                 continue
             if host in ("0.0.0.0", "::"):
-                host = any_address_host
+                host = ANY_ADDRESS_HOST
             return host, int(hex_port, 16)
     return None
 
 
 def main() -> int:
-    for path, family, any_address_host in TABLES:
+    for path, family in TABLES:
         try:
-            found = listening(Path(path).read_text(), family, any_address_host, os.getuid())
+            found = listening(Path(path).read_text(), family, os.getuid())
         except OSError:
             continue
         if found is not None:

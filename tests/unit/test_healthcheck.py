@@ -21,34 +21,34 @@ APP = 10001
 
 
 def test_the_apps_listener_on_every_address_is_reached_on_loopback():
-    assert healthcheck.listening(TCP, socket.AF_INET, "127.0.0.1", APP) == ("127.0.0.1", 8000)
+    assert healthcheck.listening(TCP, socket.AF_INET, APP) == ("127.0.0.1", 8000)
 
 
 def test_another_users_listener_is_not_the_app():
     docker_dns_only = "\n".join(TCP.splitlines()[:2])
-    assert healthcheck.listening(docker_dns_only, socket.AF_INET, "127.0.0.1", APP) is None
+    assert healthcheck.listening(docker_dns_only, socket.AF_INET, APP) is None
 
 
 def test_dockers_resolver_is_passed_over_when_the_api_runs_as_root():
     as_root = TCP.replace(" 10001 ", "     0 ")
-    assert healthcheck.listening(as_root, socket.AF_INET, "127.0.0.1", 0) == ("127.0.0.1", 8000)
+    assert healthcheck.listening(as_root, socket.AF_INET, 0) == ("127.0.0.1", 8000)
 
 
 def test_a_listener_on_one_address_is_reached_there():
     row = "   0: 0A1EFA02:1F90 00000000:0000 0A 0:0 00:0 0 10001 0 1 1\n"  # 2.250.30.10:8080
     table = TCP.splitlines()[0] + "\n" + row
-    assert healthcheck.listening(table, socket.AF_INET, "127.0.0.1", APP) == ("2.250.30.10", 8080)
+    assert healthcheck.listening(table, socket.AF_INET, APP) == ("2.250.30.10", 8080)
 
 
 def test_ipv6_words_are_decoded():
     loopback = "00000000000000000000000001000000"  # ::1 as the kernel prints it
     table = "header\n   0: " + loopback + ":1F40 " + "0" * 32 + ":0000 0A 0:0 00:0 0 10001 0 1 1\n"
-    assert healthcheck.listening(table, socket.AF_INET6, "::1", APP) == ("::1", 8000)
+    assert healthcheck.listening(table, socket.AF_INET6, APP) == ("::1", 8000)
 
 
 def test_no_listener_is_none():
     established_only = TCP.splitlines()[0] + "\n" + TCP.splitlines()[3]
-    assert healthcheck.listening(established_only, socket.AF_INET, "127.0.0.1", APP) is None
+    assert healthcheck.listening(established_only, socket.AF_INET, APP) is None
 
 
 def test_main_answers_by_the_status_of_health_routable(tmp_path, monkeypatch):
@@ -69,14 +69,12 @@ def test_main_answers_by_the_status_of_health_routable(tmp_path, monkeypatch):
     header, _, app_row = TCP.splitlines()[:3]  # this test's own user listens, on its port
     app_row = app_row.replace(":1F40", f":{port:04X}", 1).replace(" 10001 ", f" {os.getuid()} ")
     table.write_text(f"{header}\n{app_row}\n")
-    monkeypatch.setattr(healthcheck, "TABLES", ((str(table), socket.AF_INET, "127.0.0.1"),))
+    monkeypatch.setattr(healthcheck, "TABLES", ((str(table), socket.AF_INET),))
     try:
         assert healthcheck.main() == 0
         status["code"] = 503  # draining
         assert healthcheck.main() == 1
-        monkeypatch.setattr(
-            healthcheck, "TABLES", ((str(tmp_path / "absent"), socket.AF_INET, "127.0.0.1"),)
-        )
+        monkeypatch.setattr(healthcheck, "TABLES", ((str(tmp_path / "absent"), socket.AF_INET),))
         assert healthcheck.main() == 1
     finally:
         server.shutdown()
@@ -84,5 +82,5 @@ def test_main_answers_by_the_status_of_health_routable(tmp_path, monkeypatch):
 
 def test_a_dual_stack_listener_is_reached_on_ipv4_loopback():
     table = "header\n   0: " + "0" * 32 + ":1F40 " + "0" * 32 + ":0000 0A 0:0 00:0 0 10001 0 1 1\n"
-    host_port = healthcheck.listening(table, socket.AF_INET6, healthcheck.TABLES[1][2], APP)
+    host_port = healthcheck.listening(table, socket.AF_INET6, APP)
     assert host_port == ("127.0.0.1", 8000)
