@@ -3,8 +3,8 @@
 Every route takes its dependencies through these aliases, defined here once:
 SessionDep (a write transaction), ReadSessionDep (autocommit reads), SessionsDep (the pool, for one
 Core statement in autocommit: the hot paths), CacheDep, SettingsDep, JobQueueDep. One exception:
-GET /items/{id}, the hottest path, reads app.state.cache itself (solving a dependency cost more
-than the Redis GET it handed over).
+GET /items/{id}, the hottest path, calls sessions_of and item_cache_of itself (solving a dependency
+cost more than the Redis GET it handed over).
 """
 
 from __future__ import annotations
@@ -21,17 +21,22 @@ from api.job_queue import JobQueue
 from core.settings import Settings
 
 
-def _sessions(request: Request) -> Sessions:
+# Plain functions, for the one route that skips dependency solving (GET /items/{id}) as well.
+def sessions_of(request: Request) -> Sessions:
     return cast(Sessions, request.app.state.sessions)
 
 
+def item_cache_of(request: Request) -> ItemCache:
+    return cast(ItemCache, request.app.state.cache)
+
+
 async def session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with _sessions(request)() as db_session:
+    async with sessions_of(request)() as db_session:
         yield db_session
 
 
 async def read_session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with _sessions(request)(read_only=True) as db_session:
+    async with sessions_of(request)(read_only=True) as db_session:
         yield db_session
 
 
@@ -39,13 +44,13 @@ async def read_session(request: Request) -> AsyncIterator[AsyncSession]:
 # dependency that opened the connection would take it before the body is validated, and a
 # malformed request would then wait for, or fail on, the database instead of getting its 422.
 async def sessions(request: Request) -> Sessions:
-    return _sessions(request)
+    return sessions_of(request)
 
 
 # `async def` throughout: FastAPI runs a plain `def` dependency in the thread pool, a thread hop on
 # every request.
 async def cache(request: Request) -> ItemCache:
-    return cast(ItemCache, request.app.state.cache)
+    return item_cache_of(request)
 
 
 async def settings(request: Request) -> Settings:
