@@ -142,10 +142,10 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     # The app's own line per request. "problems": only 5xx answers and requests slower than
     # slow_request_seconds, at WARNING; the proxy's access log has every request (by default:
-    # PROXY_ACCESS_LOG_CODES), with the
-    # X-Request-ID the app returned, so a problem line leads to its access line and back. A line
-    # per request from the app cost half of a cached read's CPU (make bench). "all": one line per
-    # request (a platform without the kit's proxy that logs no requests itself).
+    # PROXY_ACCESS_LOG_CODES), with the X-Request-ID the app returned, so a problem line leads to
+    # its access line and back. A line per request from the app cost half of a cached read's CPU
+    # (make bench). "all": one line per request (a platform without the kit's proxy that logs no
+    # requests itself).
     access_log: Literal["all", "problems"] = "problems"
     slow_request_seconds: float = Field(1.0, gt=0)
 
