@@ -126,6 +126,14 @@ def test_the_proxy_closes_idle_api_connections_before_the_api_does(config):
     assert int(proxy_idle.removesuffix("s")) < Settings().gunicorn_keep_alive
 
 
+def test_the_proxy_runs_the_go_threads_it_is_given_not_the_hosts_cpus(config):
+    # Go's own default is every host CPU (at least 2 under a CPU limit): on a small host the
+    # spare threads spin on each wake-up, CPU the api's workers needed (.env.example).
+    assert config["services"]["proxy"]["environment"]["GOMAXPROCS"] == "1"
+    raised = compose_config(PROXY_GOMAXPROCS="4")
+    assert raised["services"]["proxy"]["environment"]["GOMAXPROCS"] == "4"
+
+
 def test_an_unknown_static_flag_is_caught():
     validator = schema("traefik-v3.json")
     tree = dotted_to_tree({"entryPoints.web.adress": ":80"}, validator)
