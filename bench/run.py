@@ -226,6 +226,11 @@ def cpu_counter_files(container: str) -> list[Path]:
         return []
 
 
+def engine_cpus() -> int:
+    """CPUs the Docker engine sees: what a Go program's default GOMAXPROCS is there."""
+    return int(run(["docker", "info", "-f", "{{.NCPU}}"]).stdout.strip())
+
+
 def processes(container: str) -> int:
     """Processes in the container now, from the host (`docker top`: nothing runs inside it)."""
     return figures.count_processes(run(["docker", "top", container, "-eo", "pid,ppid,comm"]).stdout)
@@ -756,6 +761,24 @@ def request_rounds(
 # One run each, every ratio's two sides measured next to each other: indicative, without the
 # rounds' spread (the request rows above carry the claims).
 @dataclass(frozen=True)
+class Proxied:
+    """A row through the proxy, with Traefik's own CPU per request over it."""
+
+    wrk: Wrk
+    proxy_cpu_us: float | None  # None: no CPU counter from here (Docker Desktop)
+
+
+def proxied(stack: BenchStack, url: str) -> Proxied:
+    files = cpu_counter_files(stack.container_ids("proxy")[0])
+    before = figures.read_cpu_counter(files)
+    w = wrk(url, headers=PROXY_HEADERS)
+    after = figures.read_cpu_counter(files)
+    if before is None or after is None or not w.requests:
+        return Proxied(w, None)
+    return Proxied(w, round((after - before) / w.requests, 1))
+
+
+@dataclass(frozen=True)
 class Tuning:
     keep_alive: Wrk  # /health, wrk's keep-alive connections
     connection_close: Wrk  # /health, a new connection per request, right after
@@ -765,6 +788,9 @@ class Tuning:
     access_log_all: Wrk  # cached item, ACCESS_LOG=all (a line per request from the app)
     proxy_reference: Wrk  # cached item through the proxy, default settings
     proxy_log_problems: Wrk  # the same, PROXY_ACCESS_LOG_CODES=400-599 (errors only)
+    proxy_cpu_us: float | None  # Traefik's CPU per request in proxy_reference
+    host_cpus: int  # Go's own GOMAXPROCS here: one per CPU the engine sees
+    proxy_go_default: Proxied  # cached item through the proxy, PROXY_GOMAXPROCS=host_cpus
     pool_overflow_5_5: Measured  # items page, DB_POOL_SIZE=5 DB_MAX_OVERFLOW=5
 
 
@@ -797,10 +823,15 @@ def tuning_rows(stack: BenchStack, seeded: Seeded) -> Tuning:
     # freshly created proxy.
     stack.recreate("proxy")
     wrk(f"{proxy_url()}{item}", headers=PROXY_HEADERS, seconds=WARMUP_SECONDS)
-    proxy_reference = wrk(f"{proxy_url()}{item}", headers=PROXY_HEADERS)
+    reference_proxied = proxied(stack, f"{proxy_url()}{item}")
     stack.recreate("proxy", PROXY_ACCESS_LOG_CODES="400-599")
     wrk(f"{proxy_url()}{item}", headers=PROXY_HEADERS, seconds=WARMUP_SECONDS)
     proxy_log_problems = wrk(f"{proxy_url()}{item}", headers=PROXY_HEADERS)
+    # Traefik's Go threads: the kit's one against Go's own default, a thread per CPU.
+    host_cpus = engine_cpus()
+    stack.recreate("proxy", PROXY_GOMAXPROCS=str(host_cpus))
+    wrk(f"{proxy_url()}{item}", headers=PROXY_HEADERS, seconds=WARMUP_SECONDS)
+    proxy_go_default = proxied(stack, f"{proxy_url()}{item}")
     stack.recreate("proxy")
     return Tuning(
         keep_alive=keep_alive,
@@ -809,8 +840,11 @@ def tuning_rows(stack: BenchStack, seeded: Seeded) -> Tuning:
         reference=reference,
         reference_page=reference_page,
         access_log_all=access_log_all,
-        proxy_reference=proxy_reference,
+        proxy_reference=reference_proxied.wrk,
         proxy_log_problems=proxy_log_problems,
+        proxy_cpu_us=reference_proxied.proxy_cpu_us,
+        host_cpus=host_cpus,
+        proxy_go_default=proxy_go_default,
         pool_overflow_5_5=pool_overflow_5_5,
     )
 
@@ -1418,6 +1452,10 @@ def markdown(r: Results) -> str:
             f"| Traefik access log errors only (PROXY_ACCESS_LOG_CODES=400-599) vs every request "
             f"(default), cached item via proxy req/s "
             f"| {ratio(t.proxy_log_problems.rps, t.proxy_reference.rps)} |",
+            f"| Traefik on one Go thread (PROXY_GOMAXPROCS=1, default) vs Go's default here "
+            f"({t.host_cpus}), cached item via proxy req/s (Traefik's CPU per request "
+            f"{t.proxy_cpu_us} vs {t.proxy_go_default.proxy_cpu_us} µs) "
+            f"| {ratio(t.proxy_reference.rps, t.proxy_go_default.wrk.rps)} |",
             f"| client keep-alive vs a new connection per request, /health req/s "
             f"| {ratio(t.keep_alive.rps, t.connection_close.rps)} |",
             f"| pool 10 + 0 overflow (default) vs 5 + 5, page req/s (p99 {page.p99_ms} "
