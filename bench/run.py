@@ -768,7 +768,7 @@ class Proxied:
     proxy_cpu_us: float | None  # None: no CPU counter from here (Docker Desktop)
 
 
-def proxied(stack: BenchStack, url: str) -> Proxied:
+def through_proxy(stack: BenchStack, url: str) -> Proxied:
     files = cpu_counter_files(stack.container_ids("proxy")[0])
     before = figures.read_cpu_counter(files)
     w = wrk(url, headers=PROXY_HEADERS)
@@ -823,7 +823,7 @@ def tuning_rows(stack: BenchStack, seeded: Seeded) -> Tuning:
     # freshly created proxy.
     stack.recreate("proxy")
     wrk(f"{proxy_url()}{item}", headers=PROXY_HEADERS, seconds=WARMUP_SECONDS)
-    reference_proxied = proxied(stack, f"{proxy_url()}{item}")
+    reference_proxied = through_proxy(stack, f"{proxy_url()}{item}")
     stack.recreate("proxy", PROXY_ACCESS_LOG_CODES="400-599")
     wrk(f"{proxy_url()}{item}", headers=PROXY_HEADERS, seconds=WARMUP_SECONDS)
     proxy_log_problems = wrk(f"{proxy_url()}{item}", headers=PROXY_HEADERS)
@@ -831,7 +831,7 @@ def tuning_rows(stack: BenchStack, seeded: Seeded) -> Tuning:
     host_cpus = engine_cpus()
     stack.recreate("proxy", PROXY_GOMAXPROCS=str(host_cpus))
     wrk(f"{proxy_url()}{item}", headers=PROXY_HEADERS, seconds=WARMUP_SECONDS)
-    proxy_go_default = proxied(stack, f"{proxy_url()}{item}")
+    proxy_go_default = through_proxy(stack, f"{proxy_url()}{item}")
     stack.recreate("proxy")
     return Tuning(
         keep_alive=keep_alive,
@@ -1010,7 +1010,7 @@ def machine(load_average_before: tuple[float, float, float], other_containers: i
         cgroup=cgroup_kind(),
         date=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         wrk=f"-t2 -c{CONNECTIONS} -d{SECONDS}s",
-        target="container addresses on their Docker networks, Traefik's too (no docker-proxy)",
+        target=load_target(),
         load_average_before=(
             round(load_average_before[0], 2),
             round(load_average_before[1], 2),
@@ -1018,6 +1018,17 @@ def machine(load_average_before: tuple[float, float, float], other_containers: i
         ),
         other_containers=other_containers,
     )
+
+
+def load_target() -> str:
+    """Where wrk sent the load in this run: proxy_url() decides it the first time a proxy row
+    asks, so this is read after the rows."""
+    containers = "container addresses on their Docker networks"
+    if not proxy_url.cache_info().currsize:
+        return containers
+    if proxy_url().startswith(f"https://{EDGE_NETWORK_PREFIX}."):
+        return f"{containers}, Traefik's too (no docker-proxy)"
+    return f"{containers}; Traefik through its published port (docker-proxy: out of reach here)"
 
 
 def other_containers() -> int:

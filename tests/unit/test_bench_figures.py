@@ -3,6 +3,8 @@ counts, and the statistics over rounds. No Docker, no wrk."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import importlib
 import subprocess
 import sys
@@ -257,3 +259,58 @@ def test_report_a_round_that_completed_nothing():
     md = run.markdown(broken)
     assert "**Baselines that measured nothing in a round:**" in md
     assert "| item_db / peer_item" not in md
+
+
+def test_report_the_tuning_rows():
+    from bench import run
+
+    results, _, _ = _report()
+
+    def w(rps: float) -> f.Wrk:
+        return f.Wrk(rps=rps, p50_ms=1.0, p99_ms=9.0, requests=int(rps * 8))
+
+    def measured(rps: float, opened: int) -> run.Measured:
+        return run.Measured(rps=rps, p50_ms=1.0, p99_ms=9.0, db_connections_opened=opened)
+
+    tuning = run.Tuning(
+        keep_alive=w(3000),
+        connection_close=w(1000),
+        memory_preload=run.Memory(2, 80.0, 40.0),
+        reference=w(2000),
+        reference_page=measured(900, 0),
+        access_log_all=w(1000),
+        proxy_reference=w(1100),
+        proxy_log_problems=w(1320),
+        proxy_cpu_us=300.0,
+        host_cpus=2,
+        proxy_go_default=run.Proxied(w(1000), 400.0),
+        pool_overflow_5_5=measured(600, 40),
+    )
+    md = run.markdown(run.Results(**{**results.__dict__, "tuning": tuning}))
+    assert (
+        "| Traefik on one Go thread (PROXY_GOMAXPROCS=1, default) vs Go's default here (2), "
+        "cached item via proxy req/s (Traefik's CPU per request 300.0 vs 400.0 µs) | 1.1 |"
+    ) in md
+    assert (
+        "(PROXY_ACCESS_LOG_CODES=400-599) vs every request (default), cached item via proxy "
+        "req/s | 1.2 |" in md
+    )
+    assert run.as_json(run.Results(**{**results.__dict__, "tuning": tuning}))["tuning"][
+        "proxy_go_default"
+    ] == {"wrk": dataclasses.asdict(w(1000)), "proxy_cpu_us": 400.0}
+
+
+def test_the_machine_line_says_where_the_proxy_rows_went(monkeypatch):
+    from bench import run
+
+    unresolved = functools.cache(lambda: "unused")
+    monkeypatch.setattr(run, "proxy_url", unresolved)
+    assert run.load_target() == "container addresses on their Docker networks"
+    edge = functools.cache(lambda: f"https://{run.EDGE_NETWORK_PREFIX}.2:8443")
+    edge()
+    monkeypatch.setattr(run, "proxy_url", edge)
+    assert run.load_target().endswith("Traefik's too (no docker-proxy)")
+    published = functools.cache(lambda: "https://127.0.0.1:58543")
+    published()
+    monkeypatch.setattr(run, "proxy_url", published)
+    assert "Traefik through its published port (docker-proxy" in run.load_target()
