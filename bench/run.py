@@ -758,8 +758,8 @@ def request_rounds(
 
 
 # ---------------------------------------------------------------- tuning and scaling ----------
-# One run each, every ratio's two sides measured next to each other: indicative, without the
-# rounds' spread (the request rows above carry the claims).
+# One run each (Traefik's Go threads: alternating pairs), every ratio's two sides measured next
+# to each other: indicative (the request rows above carry the claims).
 @dataclass(frozen=True)
 class Proxied:
     """A row through the proxy, with Traefik's own CPU per request over it."""
@@ -788,9 +788,23 @@ class Tuning:
     access_log_all: Wrk  # cached item, ACCESS_LOG=all (a line per request from the app)
     proxy_reference: Wrk  # cached item through the proxy, default settings
     proxy_log_problems: Wrk  # the same, PROXY_ACCESS_LOG_CODES=400-599 (errors only)
-    proxy_cpu_us: float | None  # Traefik's CPU per request in proxy_reference
     host_cpus: int  # Go's own GOMAXPROCS here: one per CPU the engine sees
-    proxy_go_default: Proxied  # cached item through the proxy, PROXY_GOMAXPROCS=host_cpus
+    # Cached item through the proxy, alternating: (PROXY_GOMAXPROCS default, =host_cpus) a pair.
+    go_threads: tuple[tuple[Proxied, Proxied], ...]
+
+    def go_threads_rps(self) -> figures.Ratio:
+        return figures.ratio(
+            [one.wrk.rps for one, _ in self.go_threads],
+            [default.wrk.rps for _, default in self.go_threads],
+        )
+
+    def go_threads_proxy_cpu(self) -> tuple[figures.Spread, figures.Spread] | None:
+        one = [p.proxy_cpu_us for p, _ in self.go_threads]
+        default = [p.proxy_cpu_us for _, p in self.go_threads]
+        if None in one or None in default:
+            return None
+        return figures.spread(one), figures.spread(default)  # type: ignore[arg-type]
+
     pool_overflow_5_5: Measured  # items page, DB_POOL_SIZE=5 DB_MAX_OVERFLOW=5
 
 
@@ -823,15 +837,21 @@ def tuning_rows(stack: BenchStack, seeded: Seeded) -> Tuning:
     # freshly created proxy.
     stack.recreate("proxy")
     wrk(f"{proxy_url()}{item}", headers=PROXY_HEADERS, seconds=WARMUP_SECONDS)
-    reference_proxied = through_proxy(stack, f"{proxy_url()}{item}")
+    proxy_reference = wrk(f"{proxy_url()}{item}", headers=PROXY_HEADERS)
     stack.recreate("proxy", PROXY_ACCESS_LOG_CODES="400-599")
     wrk(f"{proxy_url()}{item}", headers=PROXY_HEADERS, seconds=WARMUP_SECONDS)
     proxy_log_problems = wrk(f"{proxy_url()}{item}", headers=PROXY_HEADERS)
-    # Traefik's Go threads: the kit's one against Go's own default, a thread per CPU.
+    # Traefik's Go threads: the kit's one against Go's own default, a thread per CPU, in
+    # alternating pairs (a single run of each was inside this machine's noise).
     host_cpus = engine_cpus()
-    stack.recreate("proxy", PROXY_GOMAXPROCS=str(host_cpus))
-    wrk(f"{proxy_url()}{item}", headers=PROXY_HEADERS, seconds=WARMUP_SECONDS)
-    proxy_go_default = through_proxy(stack, f"{proxy_url()}{item}")
+    go_threads = []
+    for _ in range(ROUNDS):
+        pair = []
+        for threads in ({}, {"PROXY_GOMAXPROCS": str(host_cpus)}):
+            stack.recreate("proxy", **threads)
+            wrk(f"{proxy_url()}{item}", headers=PROXY_HEADERS, seconds=WARMUP_SECONDS)
+            pair.append(through_proxy(stack, f"{proxy_url()}{item}"))
+        go_threads.append((pair[0], pair[1]))
     stack.recreate("proxy")
     return Tuning(
         keep_alive=keep_alive,
@@ -840,11 +860,10 @@ def tuning_rows(stack: BenchStack, seeded: Seeded) -> Tuning:
         reference=reference,
         reference_page=reference_page,
         access_log_all=access_log_all,
-        proxy_reference=reference_proxied.wrk,
+        proxy_reference=proxy_reference,
         proxy_log_problems=proxy_log_problems,
-        proxy_cpu_us=reference_proxied.proxy_cpu_us,
         host_cpus=host_cpus,
-        proxy_go_default=proxy_go_default,
+        go_threads=tuple(go_threads),
         pool_overflow_5_5=pool_overflow_5_5,
     )
 
@@ -1454,7 +1473,8 @@ def markdown(r: Results) -> str:
         lines += [
             "## Tuning",
             "",
-            "One run each, the two sides measured next to each other: indicative, no spread.",
+            "One run each, the two sides measured next to each other: indicative, no spread; "
+            "where a row says pairs, the ratio of the medians with the per-pair range.",
             "",
             "| change | ratio |",
             "|---|---:|",
@@ -1464,9 +1484,8 @@ def markdown(r: Results) -> str:
             f"(default), cached item via proxy req/s "
             f"| {ratio(t.proxy_log_problems.rps, t.proxy_reference.rps)} |",
             f"| Traefik on one Go thread (PROXY_GOMAXPROCS=1, default) vs Go's default here "
-            f"({t.host_cpus}), cached item via proxy req/s (Traefik's CPU per request "
-            f"{t.proxy_cpu_us} vs {t.proxy_go_default.proxy_cpu_us} µs) "
-            f"| {ratio(t.proxy_reference.rps, t.proxy_go_default.wrk.rps)} |",
+            f"({t.host_cpus}), cached item via proxy req/s, {len(t.go_threads)} alternating "
+            f"pairs{go_threads_cpu(t)} | {t.go_threads_rps().show()} |",
             f"| client keep-alive vs a new connection per request, /health req/s "
             f"| {ratio(t.keep_alive.rps, t.connection_close.rps)} |",
             f"| pool 10 + 0 overflow (default) vs 5 + 5, page req/s (p99 {page.p99_ms} "
@@ -1498,6 +1517,14 @@ def markdown(r: Results) -> str:
             ]
         lines.append("")
     return "\n".join(lines)
+
+
+def go_threads_cpu(t: Tuning) -> str:
+    cpu = t.go_threads_proxy_cpu()
+    if cpu is None:
+        return ""
+    one, default = cpu
+    return f" (Traefik's CPU per request {one.show(0)} vs {default.show(0)} µs)"
 
 
 # ---------------------------------------------------------------- the run ---------------------
