@@ -788,8 +788,10 @@ class Tuning:
     access_log_all: Wrk  # cached item, ACCESS_LOG=all (a line per request from the app)
     proxy_reference: Wrk  # cached item through the proxy, default settings
     proxy_log_problems: Wrk  # the same, PROXY_ACCESS_LOG_CODES=400-599 (errors only)
+    pool_overflow_5_5: Measured  # items page, DB_POOL_SIZE=5 DB_MAX_OVERFLOW=5
     host_cpus: int  # Go's own GOMAXPROCS here: one per CPU the engine sees
-    # Cached item through the proxy, alternating: (PROXY_GOMAXPROCS default, =host_cpus) a pair.
+    # Cached item through the proxy, a pair per round: (PROXY_GOMAXPROCS=1, =host_cpus), the
+    # order within the pair alternating. Empty where the engine has one CPU (nothing to compare).
     go_threads: tuple[tuple[Proxied, Proxied], ...]
 
     def go_threads_rps(self) -> figures.Ratio:
@@ -798,17 +800,16 @@ class Tuning:
             [default.wrk.rps for _, default in self.go_threads],
         )
 
-    def go_threads_proxy_cpu(self) -> tuple[figures.Spread, figures.Spread] | None:
+    def go_threads_proxy_cpu(self) -> figures.Ratio | None:
+        """Traefik's CPU per request, one thread over Go's default; None without counters."""
         one = [p.proxy_cpu_us for p, _ in self.go_threads]
         default = [p.proxy_cpu_us for _, p in self.go_threads]
-        if None in one or None in default:
+        if not self.go_threads or None in one or None in default:
             return None
-        return figures.spread(one), figures.spread(default)  # type: ignore[arg-type]
-
-    pool_overflow_5_5: Measured  # items page, DB_POOL_SIZE=5 DB_MAX_OVERFLOW=5
+        return figures.ratio(one, default)  # type: ignore[arg-type]
 
 
-def tuning_rows(stack: BenchStack, seeded: Seeded) -> Tuning:
+def tuning_rows(stack: BenchStack, seeded: Seeded, rounds: int) -> Tuning:
     log("tuning: client keep-alive")
     # What keep-alive saves: wrk opening a new TCP connection for every request instead.
     keep_alive = wrk(f"{seeded.url}/health")
@@ -841,17 +842,19 @@ def tuning_rows(stack: BenchStack, seeded: Seeded) -> Tuning:
     stack.recreate("proxy", PROXY_ACCESS_LOG_CODES="400-599")
     wrk(f"{proxy_url()}{item}", headers=PROXY_HEADERS, seconds=WARMUP_SECONDS)
     proxy_log_problems = wrk(f"{proxy_url()}{item}", headers=PROXY_HEADERS)
-    # Traefik's Go threads: the kit's one against Go's own default, a thread per CPU, in
-    # alternating pairs (a single run of each was inside this machine's noise).
+    # Traefik's Go threads: the kit's one against Go's own default, a thread per CPU, a pair a
+    # round, which side goes first alternating (a single run of each was inside the noise).
+    # Both values given, so neither side can come from the shell or a .env.
     host_cpus = engine_cpus()
     go_threads = []
-    for _ in range(ROUNDS):
-        pair = []
-        for threads in ({}, {"PROXY_GOMAXPROCS": str(host_cpus)}):
-            stack.recreate("proxy", **threads)
+    for round_number in range(rounds if host_cpus > 1 else 0):
+        order = ("1", str(host_cpus)) if round_number % 2 == 0 else (str(host_cpus), "1")
+        measured: dict[str, Proxied] = {}
+        for threads in order:
+            stack.recreate("proxy", PROXY_GOMAXPROCS=threads)
             wrk(f"{proxy_url()}{item}", headers=PROXY_HEADERS, seconds=WARMUP_SECONDS)
-            pair.append(through_proxy(stack, f"{proxy_url()}{item}"))
-        go_threads.append((pair[0], pair[1]))
+            measured[threads] = through_proxy(stack, f"{proxy_url()}{item}")
+        go_threads.append((measured["1"], measured[str(host_cpus)]))
     stack.recreate("proxy")
     return Tuning(
         keep_alive=keep_alive,
@@ -1047,7 +1050,8 @@ def load_target() -> str:
         return containers
     if proxy_url().startswith(f"https://{EDGE_NETWORK_PREFIX}."):
         return f"{containers}, Traefik's too (no docker-proxy)"
-    return f"{containers}; Traefik through its published port (docker-proxy: out of reach here)"
+    # The edge network is out of reach (Docker Desktop): so are the api's and the baselines'.
+    return "published loopback ports, through docker-proxy: container addresses are out of reach"
 
 
 def other_containers() -> int:
@@ -1483,9 +1487,7 @@ def markdown(r: Results) -> str:
             f"| Traefik access log errors only (PROXY_ACCESS_LOG_CODES=400-599) vs every request "
             f"(default), cached item via proxy req/s "
             f"| {ratio(t.proxy_log_problems.rps, t.proxy_reference.rps)} |",
-            f"| Traefik on one Go thread (PROXY_GOMAXPROCS=1, default) vs Go's default here "
-            f"({t.host_cpus}), cached item via proxy req/s, {len(t.go_threads)} alternating "
-            f"pairs{go_threads_cpu(t)} | {t.go_threads_rps().show()} |",
+            *go_threads_row(t),
             f"| client keep-alive vs a new connection per request, /health req/s "
             f"| {ratio(t.keep_alive.rps, t.connection_close.rps)} |",
             f"| pool 10 + 0 overflow (default) vs 5 + 5, page req/s (p99 {page.p99_ms} "
@@ -1519,12 +1521,16 @@ def markdown(r: Results) -> str:
     return "\n".join(lines)
 
 
-def go_threads_cpu(t: Tuning) -> str:
+def go_threads_row(t: Tuning) -> list[str]:
+    if not t.go_threads:
+        return []
     cpu = t.go_threads_proxy_cpu()
-    if cpu is None:
-        return ""
-    one, default = cpu
-    return f" (Traefik's CPU per request {one.show(0)} vs {default.show(0)} µs)"
+    of_cpu = f" (Traefik's CPU per request: {cpu.show()} of it)" if cpu is not None else ""
+    return [
+        f"| Traefik on one Go thread (PROXY_GOMAXPROCS=1, default) vs Go's default here "
+        f"({t.host_cpus}), cached item via proxy req/s, {len(t.go_threads)} alternating "
+        f"pair{'s' if len(t.go_threads) > 1 else ''}{of_cpu} | {t.go_threads_rps().show()} |"
+    ]
 
 
 # ---------------------------------------------------------------- the run ---------------------
@@ -1562,7 +1568,7 @@ def measure(groups: tuple[str, ...], phases: tuple[str, ...], rounds: int) -> Re
                 name: Row(every[name].system, every[name].kit, samples[name]) for name in chosen
             }
         if "tuning" in phases:
-            tuning = tuning_rows(stack, seeded)
+            tuning = tuning_rows(stack, seeded, rounds)
         if "scaling" in phases:
             scaling = scaling_rows(stack, seeded)
         if "operations" in phases:

@@ -127,7 +127,7 @@ def test_the_proxy_closes_idle_api_connections_before_the_api_does(config):
 
 
 def test_the_proxy_runs_the_go_threads_it_is_given_not_the_hosts_cpus(config):
-    # Go's own default is every host CPU (at least 2 under a CPU limit): on a small host the
+    # Go's own default is one per host CPU (under a CPU limit, not below 2): on a small host the
     # spare threads spin on each wake-up, CPU the api's workers needed (.env.example).
     assert config["services"]["proxy"]["environment"]["GOMAXPROCS"] == "1"
     raised = compose_config(PROXY_GOMAXPROCS="4")
