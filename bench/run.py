@@ -1407,8 +1407,8 @@ def markdown(r: Results) -> str:
             "Kit rows hit the api container directly (plain HTTP, at its address on the edge "
             "network, like the baselines); `via_proxy` rows go through Traefik over HTTPS, at "
             "its address on the edge network, with the rate limit raised for the bench. "
-            "`item_db` walks 50,000 ids after a cache flush; the peer walks the same ids. `create_item` is authenticated on the kit (a "
-            "JWT), not on the peer.",
+            "`item_db` walks 50,000 ids after a cache flush; the peer walks the same ids. "
+            "`create_item` is authenticated on the kit (a JWT), not on the peer.",
             "",
             "| row | system | req/s | p50 ms | p99 ms | CPU µs/request | socket errors "
             "(c/r/w/t) | non-2xx | processes | db connections opened |",
