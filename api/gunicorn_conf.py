@@ -29,7 +29,6 @@ graceful_timeout = _settings.gunicorn_graceful_timeout
 keepalive = _settings.gunicorn_keep_alive
 max_requests = _settings.gunicorn_max_requests
 max_requests_jitter = _settings.gunicorn_max_requests_jitter
-forwarded_allow_ips = _settings.forwarded_allow_ips
 preload_app = _settings.gunicorn_preload_app
 loglevel = _settings.log_level
 accesslog = None

@@ -16,6 +16,7 @@ from api.cache import ItemCache
 from api.cache_debts import CacheDebts
 from api.db import create_engine, create_sessions
 from api.errors import validation_error
+from api.forwarded import ForwardedHeadersMiddleware
 from api.job_queue import JobQueue
 from api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from api.routes import items, jobs, ops
@@ -81,6 +82,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         RequestContextMiddleware,
         log_every_request=settings.access_log == "all",
         slow_seconds=settings.slow_request_seconds,
+    )
+    # Outside even the request id: every layer sees the client the proxy saw (api/forwarded.py).
+    app.add_middleware(
+        ForwardedHeadersMiddleware,
+        allow_ips=settings.forwarded_allow_ips,
+        allow_names=settings.forwarded_allow_names,
     )
     return app
 

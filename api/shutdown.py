@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from types import FrameType
+from typing import Any
 
 from gunicorn.arbiter import Arbiter
 from uvicorn.config import Config
@@ -87,6 +88,13 @@ class DrainingServer(Server):
 
 class DrainingUvicornWorker(UvicornWorker):
     """uvicorn_worker's UvicornWorker, serving through DrainingServer."""
+
+    # Forwarded headers are the app's job (api/forwarded.py): it knows the proxy by name.
+    # An instance attribute to uvicorn_worker's types, so not a ClassVar (mypy refuses one).
+    CONFIG_KWARGS: dict[str, Any] = {  # noqa: RUF012
+        **UvicornWorker.CONFIG_KWARGS,
+        "proxy_headers": False,
+    }
 
     async def _serve(self) -> None:
         self.config.app = self.wsgi

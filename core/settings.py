@@ -115,6 +115,14 @@ class SecretFilesSource(PydanticBaseSettingsSource):
         return values
 
 
+def _is_host_name(name: str) -> bool:
+    """A DNS name such as `proxy` or `tasks.proxy`: no wildcard, no address, no network."""
+    labels = name.split(".")
+    return all(
+        label and label.replace("-", "").replace("_", "").isalnum() for label in labels
+    ) and (not labels[-1].isdigit())
+
+
 def _is_wildcard(trusted: str) -> bool:
     """'*', or a network of every address (0.0.0.0/0, ::/0, written any way)."""
     if trusted == "*":
@@ -217,6 +225,8 @@ class Settings(BaseSettings):
     # connections (api/shutdown.py). Part of GUNICORN_GRACEFUL_TIMEOUT, so kept below it.
     gunicorn_drain_seconds: float = Field(5.0, ge=0)
     forwarded_allow_ips: str = "127.0.0.1"
+    # The proxy by DNS name (api/forwarded.py): compose sets `proxy`, Swarm `tasks.proxy`.
+    forwarded_allow_names: str = ""
     # Set in the api image: gunicorn's workers write their metrics there (api/metrics.py).
     prometheus_multiproc_dir: str | None = None
     # While this file exists /health/routable answers 503, so Traefik stops routing here before
@@ -284,6 +294,12 @@ class Settings(BaseSettings):
             "set the proxy's address or subnet"
             for trusted in (t.strip() for t in self.forwarded_allow_ips.split(","))
             if _is_wildcard(trusted)
+        ]
+        problems += [
+            f"FORWARDED_ALLOW_NAMES={name!r} is not a host name; "
+            "addresses and networks go in FORWARDED_ALLOW_IPS"
+            for name in (n.strip() for n in self.forwarded_allow_names.split(","))
+            if name and not _is_host_name(name)
         ]
         if self.redis_password is not None and self._redis_url_has_password():
             problems.append(

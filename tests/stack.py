@@ -69,8 +69,6 @@ def compose_env(**extra: str) -> dict[str, str]:
         HTTPS_PORT=str(HTTPS_PORT),
         COMPOSE_PROGRESS="plain",
         COMPOSE_BAKE="false",
-        # A developer's own stack may be up on the default subnet; pinned subnets cannot overlap.
-        EDGE_NETWORK_PREFIX=os.environ.get("KIT_TEST_EDGE_NETWORK_PREFIX", "172.30.251"),
     )
     env.update(extra)
     return env

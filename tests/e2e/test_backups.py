@@ -3,7 +3,7 @@ restore`, a database killed mid-write, and the off-host copy on a second machine
 container) surviving the loss of the server's disk. No mocks: pgBackRest, PostgreSQL, rsync and
 ssh do the work; the checks read the rows back.
 
-Its own project (kit-bk), images (APP_IMAGE=kit-bk), ports and subnet: it runs beside the main
+Its own project (kit-bk), images (APP_IMAGE=kit-bk), ports and networks: it runs beside the main
 test stack (kit-test) and the others. Times are never asserted, only what is in the database."""
 
 from __future__ import annotations
@@ -54,7 +54,6 @@ def bk(secrets_dir: Path) -> Iterator[Stack]:
             "APP_IMAGE": "kit-bk",
             "KIT_TEST_DB_PORT": str(DB_PORT),
             "KIT_TEST_REDIS_PORT": "56579",
-            "EDGE_NETWORK_PREFIX": "172.30.249",
             "KIT_BK_SECRETS": str(secrets_dir),
             "KIT_BK_OFFHOST_PUBKEY": (secrets_dir / "offhost_key.pub").read_text().strip(),
             "BACKUP_POLL_INTERVAL": "3s",

@@ -40,7 +40,6 @@ SSH_PORT = int(os.environ.get("KIT_TEST_SSH_PORT", "52222"))
 # Overridable, so a second copy of this test can run beside another on one engine.
 HTTPS_PORT = int(os.environ.get("KIT_DEPLOY_TEST_HTTPS_PORT", "38443"))
 PROJECT = os.environ.get("KIT_DEPLOY_TEST_PROJECT", "kit-deploy")
-EDGE_PREFIX = os.environ.get("KIT_DEPLOY_TEST_EDGE_PREFIX", "172.30.252")
 CLIENT_BASE = f"https://127.0.0.1:{HTTPS_PORT}"
 API_HOST = {"Host": "api.localhost"}
 # A job that runs through the rollout (a few seconds of the worker's CPU): finished once.
@@ -116,8 +115,6 @@ def workspace(server, tmp_path_factory):
         # Nothing leaves this machine: the ACME directory is a closed loopback port.
         "ACME_CA_SERVER=https://127.0.0.1:9/directory\n"
         f"HTTP_PORT={HTTPS_PORT - 360}\nHTTPS_PORT={HTTPS_PORT}\n"
-        # The edge network, off the test stack's and a developer's.
-        f"EDGE_NETWORK_PREFIX={EDGE_PREFIX}\n"
         # The test's clients name no host in TLS (https://127.0.0.1 with a Host header) and no
         # certificate exists for api.localhost here: strict SNI, on in production, would refuse
         # them. tests/e2e/test_security.py proves it with a certificate.

@@ -1,7 +1,7 @@
 """The observability profile on the real stack: every target up, every dashboard query evaluates,
 and alerts fire for faults we cause, reach a webhook, and resolve.
 
-Its own compose project (kit-obs), ports and edge subnet, so it runs beside the other e2e tests'
+Its own compose project (kit-obs), ports and networks, so it runs beside the other e2e tests'
 stack. Prometheus runs with a copy of observability/ in which scrapes and evaluations happen
 every SCRAPE seconds and every rule's `for:` is FOR seconds: the rules' expressions and
 thresholds are the shipped ones, only the waiting is shorter. Alertmanager's grouping waits are
@@ -131,7 +131,6 @@ def obs(tmp_path_factory, webhook) -> Iterator[Stack]:
         env={
             "COMPOSE_PROFILES": "observability",
             "OBSERVABILITY_DIR": str(config),
-            "EDGE_NETWORK_PREFIX": os.environ.get("KIT_OBS_EDGE_NETWORK_PREFIX", "172.30.246"),
             "HTTP_PORT": os.environ.get("KIT_OBS_HTTP_PORT", "58180"),
             "HTTPS_PORT": os.environ.get("KIT_OBS_HTTPS_PORT", "58543"),
             "PROMETHEUS_PORT": str(PROMETHEUS_PORT),

@@ -32,9 +32,7 @@ pytestmark = pytest.mark.e2e
 HTTPS_PORT = int(os.environ.get("KIT_SEC_TEST_HTTPS_PORT", "48443"))
 HTTP_PORT = HTTPS_PORT - 363
 DOMAIN = "api.localhost"
-EDGE_PREFIX = os.environ.get("KIT_SEC_TEST_EDGE_PREFIX", "172.30.254")
 PROJECT = os.environ.get("KIT_SEC_TEST_PROJECT", "kit-sec")
-PROXY_ADDRESS = f"{EDGE_PREFIX}.2"
 SECRET_NAMES = (
     "postgres_password",
     "postgres_app_password",
@@ -105,7 +103,6 @@ def production(tmp_path_factory) -> Iterator[tuple[Stack, dict[str, str]]]:
             "PROXY_DYNAMIC_DIR": str(root / "dynamic"),
             "HTTP_PORT": str(HTTP_PORT),
             "HTTPS_PORT": str(HTTPS_PORT),
-            "EDGE_NETWORK_PREFIX": EDGE_PREFIX,
             "API_REPLICAS": "1",
             # The app's line for every request: what it believed about the client and scheme
             # (test_spoofed_forwarded_headers_are_not_believed).
@@ -437,15 +434,29 @@ def test_spoofed_forwarded_headers_are_not_believed(production):
         "IPAddress"
     ]
     direct = httpx.get(f"http://{address}:8000/whoami", headers=spoof, timeout=10).json()
-    assert direct["client"] == f"{EDGE_PREFIX}.1"  # the host, through the bridge's gateway
+    edge = json.loads(run(["docker", "network", "inspect", f"{stack.project}_edge"]).stdout)[0]
+    gateway = edge["IPAM"]["Config"][0]["Gateway"]
+    assert direct["client"] == gateway  # the host, through the bridge's gateway
     assert direct["scheme"] == "http"
 
 
-def test_the_proxy_has_the_fixed_address_the_api_trusts(containers):
-    networks = containers["proxy"]["NetworkSettings"]["Networks"]
-    assert networks[f"{PROJECT}_edge"]["IPAddress"] == PROXY_ADDRESS
+def test_the_api_trusts_the_proxy_by_name_and_nothing_else(production, containers):
+    """No fixed address: the api looks `proxy` up on the edge network, and what it found is the
+    proxy's own address there (its log line), with nothing of the host or another network."""
+    stack, _ = production
     env = dict(v.partition("=")[::2] for v in containers["api"]["Config"]["Env"])
-    assert env["FORWARDED_ALLOW_IPS"] == PROXY_ADDRESS
+    assert env["FORWARDED_ALLOW_NAMES"] == "proxy"
+    assert "FORWARDED_ALLOW_IPS" not in env  # the default: the container's own loopback
+    proxy_address = containers["proxy"]["NetworkSettings"]["Networks"][f"{PROJECT}_edge"][
+        "IPAddress"
+    ]
+    _https("/health")
+    trusted = [
+        json.loads(text[text.index("{") :])
+        for text in stack.logs("api", tail=500).splitlines()
+        if "trusted proxy addresses" in text
+    ]
+    assert trusted and {tuple(line["addresses"]) for line in trusted} == {(proxy_address,)}
 
 
 def test_http_redirects_to_the_published_https_port(production):
@@ -461,4 +472,4 @@ def test_the_test_can_see_a_leak(production):
     stack, _ = production
     api = stack.container_ids("api")[0]
     inspected = run(["docker", "inspect", api]).stdout
-    assert "FORWARDED_ALLOW_IPS" in inspected and PROXY_ADDRESS in inspected
+    assert "FORWARDED_ALLOW_NAMES=proxy" in inspected

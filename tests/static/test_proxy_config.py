@@ -4,7 +4,6 @@ file-provider tree)."""
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 from pathlib import Path
@@ -192,16 +191,18 @@ def test_a_misspelled_label_is_caught():
     assert errors(validator, tree) != []
 
 
-def test_api_trusts_only_the_proxy_address(config):
+def test_api_trusts_only_the_proxy_by_name(config):
+    """FORWARDED_ALLOW_NAMES names a service that only the proxy is, on the one network the api
+    shares with it; no fixed address anywhere (tests/static/test_networks.py)."""
     api, proxy = config["services"]["api"], config["services"]["proxy"]
-    edge = config["networks"]["edge"]["ipam"]["config"][0]
-    proxy_address = proxy["networks"]["edge"]["ipv4_address"]
-    assert api["environment"]["FORWARDED_ALLOW_IPS"] == proxy_address
-    # In the subnet, outside the range other containers are given addresses from.
-    assert ipaddress.ip_address(proxy_address) in ipaddress.ip_network(edge["subnet"])
-    assert ipaddress.ip_address(proxy_address) not in ipaddress.ip_network(edge["ip_range"])
+    assert api["environment"]["FORWARDED_ALLOW_NAMES"] == "proxy"
+    assert "FORWARDED_ALLOW_IPS" not in api["environment"]  # the default, 127.0.0.1
     assert set(api["networks"]) == {"edge", "backend"}
     assert set(proxy["networks"]) == {"edge", "socket"}
+    on_edge = {
+        name for name, s in config["services"].items() if "edge" in (s.get("networks") or {})
+    }
+    assert on_edge == {"api", "proxy"}
 
 
 def test_only_the_socket_proxy_mounts_the_docker_socket(config):

@@ -51,7 +51,7 @@ def test_the_single_host_files_are_untouched_by_the_overlay():
     # compose.swarm.yaml is never in COMPOSE_FILE: plain and production compose see no Swarm key.
     prod = compose_config("compose.yaml", "compose.prod.yaml", **ENV)
     assert "mode" not in prod["services"]["proxy"].get("deploy", {})
-    assert prod["services"]["api"]["environment"]["FORWARDED_ALLOW_IPS"] == "172.30.250.2"
+    assert prod["services"]["api"]["environment"]["FORWARDED_ALLOW_NAMES"] == "proxy"
 
 
 def test_the_stack_file_matches_the_compose_schema(stack):
@@ -126,9 +126,11 @@ def test_secrets_are_swarm_secrets_given_only_where_used(stack):
         assert secret["name"].startswith(f"fastapi-kit_{name}_")
 
 
-def test_forwarded_headers_are_trusted_from_the_edge_network_only(stack):
-    subnet = stack["networks"]["edge"]["ipam"]["config"][0]["subnet"]
-    assert stack["services"]["api"]["environment"]["FORWARDED_ALLOW_IPS"] == subnet
+def test_forwarded_headers_are_trusted_from_the_proxy_tasks_only(stack):
+    # The tasks' own addresses, not the service's virtual one; no subnet is pinned on Swarm.
+    assert stack["services"]["api"]["environment"]["FORWARDED_ALLOW_NAMES"] == "tasks.proxy"
+    assert "FORWARDED_ALLOW_IPS" not in stack["services"]["api"]["environment"]
+    assert "ipam" not in stack["networks"]["edge"]
     on_edge = {n for n, s in stack["services"].items() if "edge" in (s.get("networks") or {})}
     assert on_edge == {"proxy", "api"}
 

@@ -65,12 +65,22 @@ def test_worker_counts_from_environment(monkeypatch):
         ("FORWARDED_ALLOW_IPS", " 0.0.0.0/0 ", "FORWARDED_ALLOW_IPS"),
         ("FORWARDED_ALLOW_IPS", "172.30.250.0/24,*", "FORWARDED_ALLOW_IPS"),
         ("FORWARDED_ALLOW_IPS", "127.0.0.1, ::/0", "FORWARDED_ALLOW_IPS"),
+        # Names only: a wildcard, an address or a network belongs in FORWARDED_ALLOW_IPS.
+        ("FORWARDED_ALLOW_NAMES", "*", "FORWARDED_ALLOW_NAMES"),
+        ("FORWARDED_ALLOW_NAMES", "proxy,10.0.0.0/8", "FORWARDED_ALLOW_NAMES"),
+        ("FORWARDED_ALLOW_NAMES", "172.30.250.2", "FORWARDED_ALLOW_NAMES"),
     ],
 )
 def test_unsafe_values_refused(monkeypatch, name, value, named_in_error):
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError, match=named_in_error):
         Settings()
+
+
+@pytest.mark.parametrize("names", ["proxy", "tasks.proxy", "proxy, other-proxy"])
+def test_a_proxy_name_is_taken(monkeypatch, names):
+    monkeypatch.setenv("FORWARDED_ALLOW_NAMES", names)
+    assert Settings().forwarded_allow_names == names
 
 
 @pytest.mark.parametrize("trusted", ["127.0.0.1", "172.30.250.0/24", "10.0.0.0/8,127.0.0.1", "::1"])
