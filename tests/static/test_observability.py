@@ -51,7 +51,7 @@ def test_every_alert_has_a_runbook_entry_and_a_promtool_test():
         name = rule["alert"]
         runbook = rule["annotations"]["runbook"]
         assert runbook.startswith("docs/runbook.md#runbook-"), name
-        assert runbook.removeprefix("docs/runbook.md#") in anchors, f"{name}: not in docs/runbook.md"
+        assert runbook.removeprefix("docs/runbook.md#") in anchors, f"{name}: no runbook entry"
         assert rule["labels"]["severity"] in ("critical", "warning"), name
         assert re.search(rf"alertname: {name}\n\s+exp_alerts:\n\s+- exp_labels", tested), (
             f"{name}: no promtool test sees it fire"
