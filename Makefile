@@ -190,7 +190,7 @@ deploy-trust: ## Pin the server's SSH host key (shows its fingerprints; YES=1 pi
 deploy-backup: ## A restore point in the server's WAL archive now (make restore POINT=<name> there)
 	deploy/deploy.sh backup
 
-# ---- Docker Swarm (README, Growing past one host) ------------------------------------------
+# ---- Docker Swarm (docs/swarm.md) ----------------------------------------------------------
 .PHONY: swarm-deploy
 swarm-deploy: ## Deploy HEAD to the swarm in deploy.env: migrations once, rolling update, rolls back on failure
 	deploy/swarm/deploy.sh deploy
@@ -225,7 +225,7 @@ prod-config: ## Check the production overlay against your .env and secret files 
 	done
 	@echo "production configuration is complete"
 
-# ---- profile `observability` (README, Observability) --------------------------------------
+# ---- profile `observability` (docs/observability.md) --------------------------------------
 TUNNEL_HOST ?= $(DEPLOY_HOST)
 PROMETHEUS_PORT ?= 9090
 ALERTMANAGER_PORT ?= 9093

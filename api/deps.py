@@ -3,8 +3,7 @@
 Every route takes its dependencies through these aliases, defined here once:
 SessionDep (a write transaction), ReadSessionDep (autocommit reads), SessionsDep (the pool, for one
 Core statement in autocommit: the hot paths), CacheDep, SettingsDep, JobQueueDep. One exception:
-GET /items/{id}, the hottest path, calls sessions_of and item_cache_of itself (solving a dependency
-cost more than the Redis GET it handed over).
+GET /items/{id} calls sessions_of and item_cache_of itself (api/routes/items.py says why).
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from api.job_queue import JobQueue
 from core.settings import Settings
 
 
-# Plain functions, for the one route that skips dependency solving (GET /items/{id}) as well.
+# Plain functions: the dependencies below use them, and so does GET /items/{id}.
 def sessions_of(request: Request) -> Sessions:
     return cast(Sessions, request.app.state.sessions)
 

@@ -148,12 +148,9 @@ class Settings(BaseSettings):
     environment: Literal["development", "production", "test"] = "development"
     app_name: str = "fastapi-compose-kit"
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
-    # The app's own line per request. "problems": only 5xx answers and requests slower than
-    # slow_request_seconds, at WARNING; the proxy's access log has every request (by default:
-    # PROXY_ACCESS_LOG_CODES), with the X-Request-ID the app returned, so a problem line leads to
-    # its access line and back. A line per request from the app cost half of a cached read's CPU
-    # (make bench). "all": one line per request (a platform without the kit's proxy that logs no
-    # requests itself).
+    # The app's own line per request. "problems": 5xx answers and slow requests, at WARNING; the
+    # proxy's access log has every request with the X-Request-ID, the key to these lines. "all":
+    # where no proxy logs requests (the cost: docs/benchmarks.md, Tuning).
     access_log: Literal["all", "problems"] = "problems"
     slow_request_seconds: float = Field(1.0, gt=0)
 
@@ -215,7 +212,7 @@ class Settings(BaseSettings):
     # never the api, closes an idle connection it may be about to reuse.
     gunicorn_keep_alive: int = Field(65, ge=1, validation_alias=_renamed("keep_alive"))
     # Off: a recycled worker resets the keep-alive connections a request is already on its way
-    # over (.env.example has the figures). A leak is bounded by the container's memory limit.
+    # over (docs/resilience.md has the figures). A leak is bounded by the container's memory limit.
     gunicorn_max_requests: int = Field(0, ge=0, validation_alias=_renamed("max_requests"))
     gunicorn_max_requests_jitter: int = Field(
         1_000, ge=0, validation_alias=_renamed("max_requests_jitter")

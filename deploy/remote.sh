@@ -17,13 +17,9 @@ LOCK=$DEPLOY_PATH/deploy.lock
 # run as different users (postgres, redis, the app's 10001): so every user may read the file,
 # and the directory, which only the deploying user can enter, is the barrier on the host.
 SECRETS_PATH=$DEPLOY_PATH/secrets
-# Draining an old api container: each fact is read from where it is set, never copied here.
-# - The drain file is the api's DRAIN_FILE setting (core/settings.py, .env): the container creates
-#   it itself, `python -m api.drain on`, with the settings its /health/routable reads.
-# - The wait is three rounds of Traefik's active health check, whose interval is the label below
-#   (compose.yaml), read from the old containers: what Traefik is checking them with right now.
-#   A shared variable would still leave a default in compose.yaml to be copied; the label cannot
-#   disagree with the proxy.
+# Draining an old api container reads each fact where it is set (docs/deploy.md, step 8): the
+# container creates its own DRAIN_FILE (`python -m api.drain on`); the wait is three rounds of
+# the health-check interval label below, read from the old containers: what Traefik checks with.
 HEALTHCHECK_INTERVAL_LABEL=traefik.http.services.api.loadBalancer.healthCheck.interval
 DRAIN_ROUNDS=3
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 # Keys `docker stack deploy` ignores (with a warning) or refuses, or that mean nothing on Swarm.
-# security_opt: no-new-privileges is not a Swarm service option (README, Growing past one host).
+# security_opt: no-new-privileges is not a Swarm service option (docs/swarm.md).
 DROPPED = {
     "build",
     "depends_on",

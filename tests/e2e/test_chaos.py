@@ -1,7 +1,7 @@
 """Faults under steady load: the real stack, many keep-alive clients, one fault at a time, and
 counts of what failed, how, and for how long (tests/load.py records every request).
 
-Each scenario prints its counts (run with -s to see them); README's failure section quotes them.
+Each scenario prints its counts (run with -s to see them); docs/resilience.md quotes them.
 """
 
 from __future__ import annotations
@@ -193,8 +193,8 @@ def _kill_main_process(stack, container: str) -> int:
 @pytest.mark.parametrize("replicas", [2, 1])
 def test_api_crash_behind_the_proxy(stack, auth, item_ids, proxied, replicas):
     """Two replicas: a crash costs only the requests caught at that moment. One replica: ~6 s
-    of errors until the restarted container is healthy, counted (README: API_REPLICAS=2 is the
-    production default)."""
+    of errors until the restarted container is healthy, counted (docs/resilience.md:
+    API_REPLICAS=2 is the production default)."""
     base, host = proxied
     stack.compose("up", "-d", "--wait", "--no-recreate", "--scale", f"api={replicas}", "api")
     try:

@@ -106,7 +106,7 @@ def deploy_checkout(root: Path, who: str) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def workspace(server, tmp_path_factory):
     """A clone of this repository to deploy from, its production env and secrets, and the
-    server's path; the server's host key pinned and committed, as the README has it done."""
+    server's path; the server's host key pinned and committed, as docs/deploy.md has it done."""
     root = tmp_path_factory.mktemp("deploy")
     source, secrets = deploy_checkout(root, "deploy test")
     env_file = root / "production.env"

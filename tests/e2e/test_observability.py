@@ -234,7 +234,7 @@ class AlertWatch:
         labels = {"job": job} if job else {}
         delivered = wait_until(lambda: webhook.alerts(name, "firing", **labels), within=15)[0]
         assert delivered["labels"]["severity"] in ("critical", "warning")
-        assert delivered["annotations"]["runbook"].startswith("README.md#runbook-")
+        assert delivered["annotations"]["runbook"].startswith("docs/runbook.md#runbook-")
         return delivered
 
 

@@ -1,5 +1,5 @@
 """The api image on managed platforms, tried here on the test stack's real PostgreSQL, Redis and
-Celery worker (README, "Other platforms"):
+Celery worker (docs/platforms.md):
 
 - Cloud Run style: the api image as it is, one CPU, PORT set by the platform, SIGTERM with a
   10 s grace period, no Traefik and no Compose.

@@ -1,5 +1,6 @@
 """The production overlay's boundaries, checked on real containers: `docker compose -f compose.yaml
--f compose.prod.yaml up` with secret files, as an operator runs it (README, "Threat model").
+-f compose.prod.yaml up` with secret files, as an operator runs it (docs/production.md, "Threat
+model").
 
 Each test names the boundary it proves. The stack is brought up once for the module, with its
 own project, ports and edge network; the Let's Encrypt directory is a closed loopback port, and a

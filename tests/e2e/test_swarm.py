@@ -4,7 +4,7 @@ node a container with its own engine). node1 is the manager and the edge node (T
 
 The SSH server is an sshd on loopback, as in test_deploy.py; its docker CLI reaches the manager
 over TCP (SWARM_DOCKER_HOST) and every node's engine (SWARM_ENGINES: images, the backup). On a
-real cluster the SSH host is a manager and the engines are ssh:// endpoints (README).
+real cluster the SSH host is a manager and the engines are ssh:// endpoints (docs/swarm.md).
 
 In order, on one stack: release 1 converges; HTTPS through Traefik on the edge node; jobs run on
 workers of other nodes; node3 drained with jobs running (none lost); release 2 rolls under steady
@@ -365,7 +365,7 @@ def test_swarm_deploy_update_rollback_drain_node_loss(swarm, workspace, client, 
     FIGURES["broken_release_requests"] = dict(users.kinds())
     # Release 2 keeps serving: no error answer at all. Seen once on main (2 of 3,536 POSTs, 0 in
     # four other runs): a request with no answer within the client's 10 s while Swarm tore the
-    # broken task down; tolerated up to 0.1% and reported (README: Growing past one host).
+    # broken task down; tolerated up to 0.1% and reported (docs/swarm.md).
     failures = users.failures()
     assert all(o.kind == "timeout" for o in failures), users.summary()
     assert len(failures) <= 0.001 * len(users.outcomes), users.summary()

@@ -459,7 +459,8 @@ def test_the_deployed_secrets_are_the_ones_the_production_overlay_reads():
     if "secrets" not in overlay:
         pytest.skip("compose.prod.yaml reads no secret files yet")
     # The observability profile's secrets are not shipped by make deploy: on the server,
-    # `make observability-secrets SECRETS_DIR=$DEPLOY_PATH/secrets` makes them (README).
+    # `make observability-secrets SECRETS_DIR=$DEPLOY_PATH/secrets` makes them
+    # (docs/observability.md).
     profile_only = {
         "alertmanager_webhook_url",
         "alertmanager_smtp_password",
