@@ -110,7 +110,6 @@ def main() -> None:
             "APP_IMAGE": "kit-bk",
             "KIT_TEST_DB_PORT": str(DB_PORT),
             "KIT_TEST_REDIS_PORT": "56679",
-            "EDGE_NETWORK_PREFIX": "172.30.248",
         },
     )
     stack.down()
@@ -131,8 +130,8 @@ def main() -> None:
             print(
                 f"[backups] archive lag, {len(lags) / seconds:.0f} commits/s of ~1 kB for "
                 f"{seconds:.0f} s (archive_timeout {timeout}): median "
-                f"{statistics.median(lags):.1f} s, p99 {statistics.quantiles(lags, n=100)[98]:.1f} s, "
-                f"max {max(lags):.1f} s"
+                f"{statistics.median(lags):.1f} s, "
+                f"p99 {statistics.quantiles(lags, n=100)[98]:.1f} s, max {max(lags):.1f} s"
             )
 
         started = time.monotonic()
@@ -162,7 +161,8 @@ def main() -> None:
             timeout=3600,
         )
         print(
-            f"[backups] full backup of {db_bytes / 1024**3:.2f} GB: {time.monotonic() - started:.0f} s"
+            f"[backups] full backup of {db_bytes / 1024**3:.2f} GB: "
+            f"{time.monotonic() - started:.0f} s"
         )
         started = time.monotonic()
         psql(stack, "UPDATE big SET pad = pad || 'x' WHERE id % 100 = 0")
@@ -178,7 +178,8 @@ def main() -> None:
             timeout=3600,
         )
         print(
-            f"[backups] differential backup after 1% of rows changed: {time.monotonic() - started:.0f} s"
+            "[backups] differential backup after 1% of rows changed: "
+            f"{time.monotonic() - started:.0f} s"
         )
         info = json.loads(
             stack.compose(
@@ -193,7 +194,8 @@ def main() -> None:
         repo = repo_bytes(stack)
         full = [b for b in info["backup"] if b["type"] == "full"][-1]
         print(
-            f"[backups] data directory {data_bytes / 1024**3:.2f} GB; repository {repo / 1024**3:.2f} GB "
+            f"[backups] data directory {data_bytes / 1024**3:.2f} GB; "
+            f"repository {repo / 1024**3:.2f} GB "
             f"({repo / data_bytes:.0%} of it: {len(info['backup'])} backups + archived WAL); "
             f"newest full backup {full['info']['repository']['delta'] / 1024**3:.2f} GB compressed"
         )

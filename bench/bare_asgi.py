@@ -1,11 +1,18 @@
 """Baseline (b): a bare ASGI app under the kit's own gunicorn settings. Nothing in it but the
 server stack, so its /health rate is the ceiling of gunicorn + uvicorn on this machine."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from starlette.types import Receive, Scope, Send
+
 BODY = b'{"status":"ok"}'
 HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]
 
 
-async def app(scope, receive, send):
+async def app(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "lifespan":
         while True:
             message = await receive()

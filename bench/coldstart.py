@@ -28,6 +28,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.containers import address_on
 from tests.lambda_runtime import RuntimeAPI
 from tests.stack import ROOT, run
 
@@ -37,10 +38,10 @@ TARGET_SECONDS = 1.5  # first 200 of the 1-worker mode (issue: on this machine)
 
 
 def _address(container: str) -> str:
-    return run([
-        "docker", "inspect", "-f",
-        f'{{{{(index .NetworkSettings.Networks "{NETWORK}").IPAddress}}}}', container,
-    ]).stdout.strip()  # fmt: skip
+    address = address_on(container, NETWORK)
+    if address is None:
+        raise RuntimeError(f"container {container} has no address on {NETWORK}")
+    return address
 
 
 def _first_200(url: str, deadline: float) -> None:
@@ -73,17 +74,21 @@ def gunicorn_start(image: str, env: dict[str, str], *extra: str, port: int = 800
         run(["docker", "rm", "-f", container], check=False)
 
 
+def _first_poll(runtime: RuntimeAPI, deadline: float) -> float:
+    while time.monotonic() < deadline:
+        if runtime.first_poll is not None:
+            return runtime.first_poll
+        time.sleep(0.002)
+    raise TimeoutError("the Lambda image never polled for an event")
+
+
 def lambda_init(image: str, runtime: RuntimeAPI) -> float:
     runtime.first_poll = None
     host, port = runtime.server_address[:2]
+    assert isinstance(host, str)  # an AF_INET server's address
     container, started = _start(image, {"AWS_LAMBDA_RUNTIME_API": f"{host}:{port}"})
     try:
-        deadline = started + 60
-        while runtime.first_poll is None and time.monotonic() < deadline:
-            time.sleep(0.002)
-        if runtime.first_poll is None:
-            raise TimeoutError("the Lambda image never polled for an event")
-        return runtime.first_poll - started
+        return _first_poll(runtime, deadline=started + 60) - started
     finally:
         run(["docker", "rm", "-f", container], check=False)
 
@@ -174,9 +179,8 @@ def main() -> None:
     if baseline_ref:
         this, base = report["this tree"], report[f"baseline {baseline_ref}"]
         for label in this:
-            print(
-                f"  ratio baseline/this  {label:<30} {base[label]['median'] / this[label]['median']:.2f}"
-            )
+            ratio = base[label]["median"] / this[label]["median"]
+            print(f"  ratio baseline/this  {label:<30} {ratio:.2f}")
     first_200 = report["this tree"]["gunicorn, 1 worker"]["median"]
     verdict = "met" if first_200 <= TARGET_SECONDS else "NOT met"
     print(f"  goal: 1-worker first 200 within {TARGET_SECONDS} s: {verdict} ({first_200:.3f} s)")

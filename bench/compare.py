@@ -1,6 +1,6 @@
 """make bench-compare: the same request scenarios against two builds of the api, A and B,
-alternating A, B, B, A, A, B on one stack and one data set, so both see the same machine. Prints each
-run, and per scenario the ratio of the medians B / A with the range of the per-round ratios and
+alternating A, B, B, A, A, B on one stack and one data set, so both see the same machine. Prints
+each run, and per scenario the ratio of the medians B / A with the range of the per-round ratios and
 whether the difference is inside the noise (bench/figures.py's rule).
 
 Build A from another revision first, for example:
@@ -17,7 +17,8 @@ import os
 import httpx
 
 from bench import figures
-from bench import run as bench
+from bench.stack import BenchStack, kit_requests, raise_on_sigterm, running
+from bench.wrk import wrk
 
 SCENARIOS = ("item_cached", "item_db", "items_page", "create_item")
 
@@ -33,22 +34,22 @@ def main() -> None:
     rounds = int(os.environ.get("ROUNDS", "3"))
     scenarios = os.environ.get("SCENARIOS", ",".join(SCENARIOS)).split(",")
     rps: dict[str, dict[str, list[float]]] = {"A": {}, "B": {}}
-    bench.raise_on_sigterm()
-    stack = bench.BenchStack()
-    with bench.running(stack):  # builds this checkout as tag `bench`; always taken down
+    raise_on_sigterm()
+    stack = BenchStack()
+    with running(stack):  # builds this checkout as tag `bench`; always taken down
         first_id = stack.seed_items()
         for round_number in range(rounds):
             # A first in odd rounds, B first in even ones: neither always runs on a warmer stack.
             for side in ("A", "B") if round_number % 2 == 0 else ("B", "A"):
                 stack.recreate("api", APP_TAG=tags[side], **envs[side])
                 url = stack.api_url()
-                requests = bench.kit_requests(url, first_id, stack.token())
+                requests = kit_requests(url, first_id, stack.token())
                 httpx.get(f"{url}/items/{first_id}")  # cached, for item_cached
                 for scenario in scenarios:
                     if scenario == "item_db":
                         stack.flush_cache()
                     target, options = requests[scenario]
-                    measured = bench.wrk(target, **options)
+                    measured = wrk(target, **options)
                     rps[side].setdefault(scenario, []).append(measured.rps)
                     print(
                         f"round {round_number + 1} {side} ({tags[side]}) {scenario}: "

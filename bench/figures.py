@@ -1,9 +1,11 @@
 """The benchmark's pure logic, without Docker or wrk: parsing wrk's output, a container's CPU
-counter (cgroup v2 cpu.stat, or v1 cpuacct.usage), counting a container's processes, and the
-statistics over rounds (median, spread, ratios with their spread, the noise rule, goals).
+counter (cgroup v2 cpu.stat, or v1 cpuacct.usage), the host's CPU beside the load generator's
+(/proc/stat, /proc/<pid>/stat), counting a container's processes, and the statistics over rounds
+(median, spread, ratios with their spread, the noise rule, goals).
 
-Kept apart from bench/run.py so the unit tests (tests/unit/test_bench_figures.py) check exactly
-the code the benchmark runs. Importing this module starts nothing.
+Kept apart from the modules that drive Docker and wrk so the unit tests
+(tests/unit/test_bench_figures.py) check exactly the code the benchmark runs. Importing this
+module starts nothing.
 """
 
 from __future__ import annotations
@@ -132,6 +134,40 @@ def read_cpu_counter(files: Sequence[Path]) -> int | None:
 def count_processes(docker_top: str) -> int:
     """Processes in `docker top <container>`'s output: every line after the header."""
     return max(0, len([line for line in docker_top.splitlines() if line.strip()]) - 1)
+
+
+# ---------------------------------------------------------------- host CPU --------------------
+def host_busy_ticks(proc_stat: str) -> int:
+    """The whole host's busy CPU time in clock ticks, from /proc/stat's first line: user, nice,
+    system, irq and softirq. Not idle or iowait (waiting), not steal (another guest ran), not
+    guest and guest_nice (already inside user and nice)."""
+    fields = proc_stat.split("\n", 1)[0].split()
+    if not fields or fields[0] != "cpu" or len(fields) < 8:
+        raise ValueError(f"not /proc/stat's cpu line: {proc_stat[:200]!r}")
+    user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in fields[1:8])
+    return user + nice + system + irq + softirq
+
+
+def process_cpu_ticks(pid_stat: str) -> int:
+    """A process's CPU time in clock ticks, from /proc/<pid>/stat: utime + stime (fields 14 and
+    15), counted after the command name's closing parenthesis (a name may hold spaces)."""
+    fields = pid_stat.rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def cpu_beside_load(
+    host_before: int, host_after: int, load_generator: int, ticks_per_second: int
+) -> int:
+    """Microseconds of CPU the host spent over a run besides the load generator's own: the host's
+    busy ticks between two readings, less the generator's, whose whole life lies between them."""
+    if host_after < host_before:
+        raise ValueError(f"the host's counter went backwards: {host_before} -> {host_after}")
+    return usec(host_after - host_before - load_generator, ticks_per_second)
+
+
+def usec(ticks: int, ticks_per_second: int) -> int:
+    """Clock ticks (USER_HZ, os.sysconf("SC_CLK_TCK")) in microseconds."""
+    return ticks * 1_000_000 // ticks_per_second
 
 
 # ---------------------------------------------------------------- rounds ----------------------

@@ -27,7 +27,8 @@ from pathlib import Path
 import httpx
 
 from api.auth import WRITE_SCOPE, issue_token
-from bench.run import wrk
+from bench.config import NO_RATE_LIMIT
+from bench.wrk import wrk
 from core.settings import Settings
 from tests.stack import ROOT, Stack, container_url
 
@@ -75,14 +76,12 @@ def main() -> None:
             "COMPOSE_PROFILES": "observability",
             "OBSERVABILITY_DIR": str(config_dir),
             "APP_TAG": os.environ.get("BENCH_APP_TAG", "bench"),
-            "EDGE_NETWORK_PREFIX": "172.30.245",
             "HTTP_PORT": "58280",
             "HTTPS_PORT": "58643",
             "BENCH_HTTPS_PORT": "58643",
             "PROMETHEUS_PORT": str(PROMETHEUS_PORT),
             "ALERTMANAGER_PORT": "59193",
-            "RATE_LIMIT_AVERAGE": "1000000",
-            "RATE_LIMIT_BURST": "1000000",
+            **NO_RATE_LIMIT,
         },
     )
     stack.down()

@@ -170,7 +170,9 @@ class Stack:
     with_proxy: bool = field(default_factory=lambda: image_exists(TRAEFIK_IMAGE))
     env: dict[str, str] = field(default_factory=dict)
 
-    def compose(self, *args: str, check: bool = True, timeout: float = 600, **env: str):
+    def compose(
+        self, *args: str, check: bool = True, timeout: float = 600, **env: str
+    ) -> subprocess.CompletedProcess[str]:
         cmd = ["docker", "compose", "-p", self.project]
         for f in self.files:
             cmd += ["-f", f]

@@ -1,6 +1,7 @@
 """Baseline (b): the template-style peer, what a FastAPI user deploys instead of the kit.
 
-The shape of the FastAPI full-stack template's backend (github.com/fastapi/full-stack-fastapi-template):
+The shape of the FastAPI full-stack template's backend
+(github.com/fastapi/full-stack-fastapi-template):
 `fastapi run --workers 4`, SQLModel over a synchronous SQLAlchemy engine with psycopg, a Session
 per request from a generator dependency, `def` endpoints (FastAPI runs them in its thread pool),
 no cache. It reads and writes the kit's own `items` table in the bench stack's PostgreSQL, as the

@@ -1,11 +1,13 @@
-"""The benchmark's pure logic (bench/figures.py): wrk's report, cgroup CPU counters, process
-counts, and the statistics over rounds. No Docker, no wrk."""
+"""The benchmark's pure logic (bench/figures.py): wrk's report, cgroup CPU counters, the host's
+CPU beside wrk's, process counts, and the statistics over rounds; the report rendered from made-up
+results (bench/results.py, bench/report.py); the wrk runner against a stand-in wrk. No Docker, no
+real wrk."""
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import importlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +15,11 @@ from pathlib import Path
 import pytest
 
 from bench import figures as f
+from bench import record, report, results
+from bench.containers import network_address
+from bench.phases import requests, tuning
+from bench.stack import Measured, Memory
+from bench.wrk import run_wrk
 
 WRK_CLEAN = """\
 Running 8s test @ http://172.30.253.130:8000/items/1
@@ -113,6 +120,72 @@ def test_read_cpu_counter_takes_the_first_file_that_exists(tmp_path):
     assert f.read_cpu_counter([tmp_path / "absent" / "cpu.stat"]) is None
 
 
+PROC_STAT = """\
+cpu  96312 5 25588 21873 1208 7 465 330 11 13
+cpu0 47253 0 12194 12853 362 0 40 162 0 0
+intr 123 0 0
+"""
+
+
+def test_host_busy_ticks_are_user_nice_system_irq_softirq():
+    # Not idle (21873), iowait (1208), steal (330), nor guest and guest_nice (inside user, nice).
+    assert f.host_busy_ticks(PROC_STAT) == 96312 + 5 + 25588 + 7 + 465
+    assert f.host_busy_ticks(Path("/proc/stat").read_text()) > 0
+    with pytest.raises(ValueError):
+        f.host_busy_ticks("cpu0 1 2 3 4 5 6 7\n")
+
+
+def test_process_cpu_ticks_are_utime_plus_stime_after_the_name():
+    stat = "14936 (a (b) c) S 14917 14917 27661 0 -1 4194304 98 0 0 0 7 3 5 6 20 0 1 0 73314\n"
+    assert f.process_cpu_ticks(stat) == 10  # utime 7 + stime 3, not the children's 5 and 6
+    assert f.process_cpu_ticks(Path("/proc/self/stat").read_text()) >= 0
+
+
+def test_cpu_beside_load_is_the_hosts_busy_time_less_the_generators():
+    # 300 busy ticks on the host over the run, 100 of them wrk's, at 100 ticks a second: 2 s.
+    assert f.cpu_beside_load(1000, 1300, 100, 100) == 2_000_000
+    assert f.cpu_beside_load(1000, 1000, 0, 100) == 0
+    assert f.usec(3, 250) == 12_000
+    with pytest.raises(ValueError):
+        f.cpu_beside_load(1300, 1000, 0, 100)
+
+
+def test_run_wrk_reads_the_generators_own_cpu_before_it_is_reaped(tmp_path, monkeypatch):
+    """A stand-in wrk that burns about 0.3 s of CPU, then prints a report: its CPU is counted
+    from its /proc/<pid>/stat once it has exited, and left out of the host's figure."""
+    fake = tmp_path / "wrk"
+    fake.write_text(
+        f"#!{sys.executable}\nimport time\nend = time.process_time() + 0.3\n"
+        f"while time.process_time() < end: pass\nprint({WRK_CLEAN!r})\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    called: list[bool] = []
+    loaded = run_wrk("http://127.0.0.1:9/", seconds=1, during=lambda: called.append(True))
+    assert loaded.wrk == f.parse_wrk(WRK_CLEAN)
+    assert called == [True]
+    assert loaded.wrk_cpu_usec is not None and 200_000 <= loaded.wrk_cpu_usec <= 2_000_000
+    assert loaded.cpu_usec is not None
+
+
+def test_network_address_from_docker_inspect():
+    inspected = json.dumps(
+        [
+            {
+                "NetworkSettings": {
+                    "Networks": {
+                        "kit-bench_edge": {"IPAddress": "172.18.0.3"},
+                        "kit-bench_socket": {"IPAddress": ""},
+                    }
+                }
+            }
+        ]
+    )
+    assert network_address(inspected, "kit-bench_edge") == "172.18.0.3"
+    assert network_address(inspected, "kit-bench_socket") is None
+    assert network_address(inspected, "kit-test_edge") is None
+
+
 def test_count_processes_in_docker_top():
     one = "PID   PPID  COMMAND\n4242  4200  uvicorn\n"
     supervisor = one + "4300  4242  python\n4301  4242  python\n"
@@ -167,7 +240,30 @@ def test_goal_verdicts():
     assert f.goal_verdict(f.ratio([300.0], [100.0]), 2.0).startswith("met (one round")
 
 
-@pytest.mark.parametrize("module", ["bench.figures", "bench.run", "bench.compare"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "bench.figures",
+        "bench.run",
+        "bench.compare",
+        "bench.config",
+        "bench.wrk",
+        "bench.containers",
+        "bench.baselines",
+        "bench.stack",
+        "bench.phases.requests",
+        "bench.phases.tuning",
+        "bench.phases.scaling",
+        "bench.phases.operations",
+        "bench.measure",
+        "bench.record",
+        "bench.results",
+        "bench.report",
+        "bench.coldstart",
+        "bench.backups",
+        "bench.observability",
+    ],
+)
 def test_importing_bench_modules_runs_nothing(module, tmp_path):
     """No docker, no wrk, no files written at import: a fresh interpreter whose PATH has a
     `docker` and a `wrk` that record being called."""
@@ -187,29 +283,28 @@ def test_importing_bench_modules_runs_nothing(module, tmp_path):
 
 def _report(kit_read_errors: int = 0):
     """A Results of two rounds of the item_cached and item_db groups, made up, through the real
-    report code (bench.run.markdown and as_json)."""
-    from bench import run
+    report code (bench.report.markdown and bench.results.as_json)."""
 
-    def sample(rnd: int, rps: float, cpu: int, read_errors: int = 0) -> run.Sample:
+    def sample(rnd: int, rps: float, cpu: int, read_errors: int = 0) -> requests.Sample:
         w = f.Wrk(rps=rps, p50_ms=1.0, p99_ms=9.0, requests=int(rps * 8), read_errors=read_errors)
-        return run.Sample(rnd, 0, w, cpu, 1, None)
+        return requests.Sample(rnd, 0, w, cpu, 1, None)
 
     rows = {
-        "item_cached": run.Row(
+        "item_cached": results.Row(
             "kit", True, [sample(1, 1000, 800_000, kit_read_errors), sample(2, 1100, 800_000)]
         ),
-        "tutorial_item": run.Row(
+        "tutorial_item": results.Row(
             "tutorial", False, [sample(1, 900, 900_000), sample(2, 1000, 900_000)]
         ),
-        "item_db": run.Row("kit", True, [sample(1, 700, 900_000), sample(2, 650, 900_000)]),
-        "peer_item": run.Row(
+        "item_db": results.Row("kit", True, [sample(1, 700, 900_000), sample(2, 650, 900_000)]),
+        "peer_item": results.Row(
             "template peer", False, [sample(1, 300, 2_000_000), sample(2, 350, 2_000_000)]
         ),
     }
-    machine = run.Machine(
+    machine = record.Machine(
         2, "cpu", 1.0, "k", "20.10", "cgroup v2", "now", "-t2", "addr", (0.1, 0.2, 0.3), 0
     )
-    info = run.RunInfo(
+    info = record.RunInfo(
         "abc",
         False,
         "make bench",
@@ -218,13 +313,15 @@ def _report(kit_read_errors: int = 0):
         ("requests",),
         {"postgres:17": {"stand_in": True, "inside": "PostgreSQL 15.18"}},
     )
-    results = run.Results(info, machine, rows, {"kit": 1.0}, {}, None, None, None, None, None, 60)
-    return results, run.markdown(results), run.as_json(results)
+    made_up = results.Results(
+        info, machine, rows, {"kit": 1.0}, {}, None, None, None, None, None, 60
+    )
+    return made_up, report.markdown(made_up), results.as_json(made_up)
 
 
 def test_report_goals_comparisons_and_stand_ins():
-    results, md, data = _report()
-    assert results.kit_failures == []
+    made_up, md, data = _report()
+    assert made_up.kit_failures == []
     assert "| `postgres:17` | yes | PostgreSQL 15.18 |" in md
     # 1050 / 950 = 1.11, rounds 1.11 and 1.10: met, outside the noise.
     assert "| 1.11 (1.10..1.11) | met |" in md
@@ -237,45 +334,41 @@ def test_report_goals_comparisons_and_stand_ins():
 
 
 def test_report_fails_loudly_on_a_kit_row_with_errors():
-    results, md, data = _report(kit_read_errors=3)
-    assert results.kit_failures and results.kit_failures[0].startswith("item_cached: 3 failed")
+    made_up, md, data = _report(kit_read_errors=3)
+    assert made_up.kit_failures and made_up.kit_failures[0].startswith("item_cached: 3 failed")
     assert "**FAILED: kit rows with failed requests**" in md
     assert "| **0/3/0/0** | **0** | 1 | - |" in md
-    assert data["kit_failures"] == results.kit_failures
+    assert data["kit_failures"] == made_up.kit_failures
 
 
 def test_report_a_round_that_completed_nothing():
-    from bench import run
-
-    results, _, _ = _report()
-    empty = run.Sample(3, 0, f.Wrk(rps=0.0, p50_ms=0.0, p99_ms=0.0), 1000, 1, None)
-    rows = dict(results.rows)
-    rows["item_cached"] = run.Row("kit", True, [*rows["item_cached"].samples[:1], empty])
-    rows["peer_item"] = run.Row("template peer", False, [*rows["peer_item"].samples[:1], empty])
-    broken = run.Results(**{**results.__dict__, "rows": rows})
+    made_up, _, _ = _report()
+    empty = requests.Sample(3, 0, f.Wrk(rps=0.0, p50_ms=0.0, p99_ms=0.0), 1000, 1, None)
+    rows = dict(made_up.rows)
+    rows["item_cached"] = results.Row("kit", True, [*rows["item_cached"].samples[:1], empty])
+    rows["peer_item"] = results.Row("template peer", False, [*rows["peer_item"].samples[:1], empty])
+    broken = results.Results(**{**made_up.__dict__, "rows": rows})
     assert "item_cached: no request completed in round(s) [3]" in broken.kit_failures
     assert broken.baseline_problems[0].startswith("peer_item: no request completed")
     assert {c.comparison.row for c in broken.compared} == {"item_cached"}
-    md = run.markdown(broken)
+    md = report.markdown(broken)
     assert "**Baselines that measured nothing in a round:**" in md
     assert "| item_db / peer_item" not in md
 
 
 def test_report_the_tuning_rows():
-    from bench import run
-
-    results, _, _ = _report()
+    made_up, _, _ = _report()
 
     def w(rps: float) -> f.Wrk:
         return f.Wrk(rps=rps, p50_ms=1.0, p99_ms=9.0, requests=int(rps * 8))
 
-    def measured(rps: float, opened: int) -> run.Measured:
-        return run.Measured(rps=rps, p50_ms=1.0, p99_ms=9.0, db_connections_opened=opened)
+    def measured(rps: float, opened: int) -> Measured:
+        return Measured(rps=rps, p50_ms=1.0, p99_ms=9.0, db_connections_opened=opened)
 
-    tuning = run.Tuning(
+    tuned = tuning.Tuning(
         keep_alive=w(3000),
         connection_close=w(1000),
-        memory_preload=run.Memory(2, 80.0, 40.0),
+        memory_preload=Memory(2, 80.0, 40.0),
         reference=w(2000),
         reference_page=measured(900, 0),
         access_log_all=w(1000),
@@ -283,13 +376,13 @@ def test_report_the_tuning_rows():
         proxy_log_problems=w(1320),
         host_cpus=2,
         go_threads=(
-            (run.Proxied(w(1100), 300.0), run.Proxied(w(1000), 400.0)),
-            (run.Proxied(w(1000), 310.0), run.Proxied(w(1000), 380.0)),
-            (run.Proxied(w(900), 290.0), run.Proxied(w(1000), 420.0)),
+            (tuning.Proxied(w(1100), 300.0), tuning.Proxied(w(1000), 400.0)),
+            (tuning.Proxied(w(1000), 310.0), tuning.Proxied(w(1000), 380.0)),
+            (tuning.Proxied(w(900), 290.0), tuning.Proxied(w(1000), 420.0)),
         ),
         pool_overflow_5_5=measured(600, 40),
     )
-    md = run.markdown(run.Results(**{**results.__dict__, "tuning": tuning}))
+    md = report.markdown(results.Results(**{**made_up.__dict__, "tuning": tuned}))
     assert (
         "| Traefik on one Go thread (PROXY_GOMAXPROCS=1, default) vs Go's default here (2), "
         "cached item via proxy req/s, 3 alternating pairs (Traefik's CPU per request: "
@@ -301,29 +394,25 @@ def test_report_the_tuning_rows():
     )
     # No CPU counter (Docker Desktop): the ratio of throughput alone; one CPU: no row.
     blind = dataclasses.replace(
-        tuning, go_threads=((run.Proxied(w(1100), None), run.Proxied(w(1000), None)),)
+        tuned, go_threads=((tuning.Proxied(w(1100), None), tuning.Proxied(w(1000), None)),)
     )
-    md = run.markdown(run.Results(**{**results.__dict__, "tuning": blind}))
+    md = report.markdown(results.Results(**{**made_up.__dict__, "tuning": blind}))
     assert "vs Go's default here (2), cached item via proxy req/s, 1 alternating pair |" in md
-    alone = dataclasses.replace(tuning, host_cpus=1, go_threads=())
-    assert "Go thread" not in run.markdown(run.Results(**{**results.__dict__, "tuning": alone}))
-    pairs = run.as_json(run.Results(**{**results.__dict__, "tuning": tuning}))["tuning"][
+    alone = dataclasses.replace(tuned, host_cpus=1, go_threads=())
+    alone_md = report.markdown(results.Results(**{**made_up.__dict__, "tuning": alone}))
+    assert "Go thread" not in alone_md
+    pairs = results.as_json(results.Results(**{**made_up.__dict__, "tuning": tuned}))["tuning"][
         "go_threads"
     ]
     assert pairs[0][1] == {"wrk": dataclasses.asdict(w(1000)), "proxy_cpu_us": 400.0}
 
 
-def test_the_machine_line_says_where_the_proxy_rows_went(monkeypatch):
-    from bench import run
-
-    unresolved = functools.cache(lambda: "unused")
-    monkeypatch.setattr(run, "proxy_url", unresolved)
-    assert run.load_target() == "container addresses on their Docker networks"
-    edge = functools.cache(lambda: f"https://{run.EDGE_NETWORK_PREFIX}.2:8443")
-    edge()
-    monkeypatch.setattr(run, "proxy_url", edge)
-    assert run.load_target().endswith("Traefik's too (no docker-proxy)")
-    published = functools.cache(lambda: "https://127.0.0.1:58543")
-    published()
-    monkeypatch.setattr(run, "proxy_url", published)
-    assert run.load_target().startswith("published loopback ports, through docker-proxy")
+def test_the_machine_line_says_where_the_proxy_rows_went():
+    # The proxy URLs the proxy rows used: none, Traefik's edge address, or the published port.
+    assert record.load_target([]) == "container addresses on their Docker networks"
+    edge = ["https://172.18.0.3:8443", "https://172.18.0.7:8443"]
+    assert record.load_target(edge).endswith("Traefik's too (no docker-proxy)")
+    published = ["https://127.0.0.1:58543"]
+    assert record.load_target(published).startswith(
+        "published loopback ports, through docker-proxy"
+    )
