@@ -25,13 +25,13 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 from celery import Celery, bootsteps
-from sqlalchemy import Engine, and_, create_engine, func, or_, select, update
+from sqlalchemy import Engine, and_, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import NullPool
 
 from core.jobs import RUN_JOB_TASK
 from core.models import Job, JobState
 from core.settings import Settings, get_settings
+from core.sync_engine import make_sync_engine
 from worker.lease import BOOT_ID, Holder, LeasePolicy, Reap, reap_action
 from worker.metrics import JOBS_FINISHED
 
@@ -55,14 +55,8 @@ class Reaper:
         self.policy = LeasePolicy.from_settings(settings)
         # Its own engine, without a pool: the main process forks pool processes, which must not
         # inherit an open connection. Bounded waits: the reaper runs on the worker's event loop.
-        self.engine: Engine = create_engine(
-            settings.database_url_sync,
-            poolclass=NullPool,
-            connect_args={
-                "application_name": f"{settings.app_name}-reaper",
-                "connect_timeout": 5,
-                "options": "-c statement_timeout=5000 -c lock_timeout=5000",
-            },
+        self.engine: Engine = make_sync_engine(
+            settings, "reaper", connect_timeout=5, statement_timeout_ms=5000, lock_timeout_ms=5000
         )
         self.sessions: sessionmaker[Session] = sessionmaker(self.engine)
 
