@@ -223,7 +223,7 @@ class Settings(BaseSettings):
     # a deploy stops the container (deploy/remote.sh creates it).
     drain_file: str = "/tmp/api.drain"  # noqa: S108 - container-private tmpfs
 
-    # Celery (core/jobs.py).
+    # Celery (core/celery_config.py).
     celery_concurrency: int | None = Field(None, ge=1)
     celery_task_time_limit: int = Field(300, ge=1)
     celery_visibility_timeout: int | None = Field(None, ge=1)

@@ -28,10 +28,10 @@ from celery import Celery, bootsteps
 from sqlalchemy import Engine, and_, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.jobs import RUN_JOB_TASK
 from core.models import Job, JobState
 from core.settings import Settings, get_settings
 from core.sync_engine import make_sync_engine
+from core.task_names import RUN_JOB_TASK
 from worker.lease import BOOT_ID, Holder, LeasePolicy, Reap, reap_action
 from worker.metrics import JOBS_FINISHED
 
