@@ -27,6 +27,7 @@ from prometheus_client.exposition import start_http_server
 from core.metrics_dir import reset_metrics_directory
 from core.models import JobState
 from core.settings import get_settings
+from worker.bootstep_types import Worker
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ class MetricsServer(bootsteps.StartStopStep):
     """The endpoint, in a thread of the main process: it lives as long as the worker does, and
     a child's death does not take it down. Port 0 turns it off."""
 
-    def start(self, worker: object) -> None:
+    def start(self, worker: Worker) -> None:
         port = get_settings().worker_metrics_port
         if port:
             start_http_server(port, registry=registry())

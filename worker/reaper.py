@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Collection
-from typing import Any
 
 from celery import Celery, bootsteps
 from sqlalchemy import Engine, and_, func, or_, select, update
@@ -32,6 +31,7 @@ from core.models import Job, JobState
 from core.settings import Settings, get_settings
 from core.sync_engine import make_sync_engine
 from core.task_names import RUN_JOB_TASK
+from worker.bootstep_types import Repeating, Worker
 from worker.lease import BOOT_ID, Holder, LeasePolicy, Reap, reap_action
 from worker.metrics import JOBS_FINISHED
 
@@ -139,7 +139,7 @@ class Reaper:
         self.engine.dispose()
 
 
-def _pool_pids(worker: Any) -> frozenset[int] | None:
+def _pool_pids(worker: Worker) -> frozenset[int] | None:
     """The pool's process ids (prefork); None where the pool does not list them."""
     try:
         pids = worker.pool.info.get("processes")
@@ -153,10 +153,10 @@ class JobReaper(bootsteps.StartStopStep):
 
     def __init__(self, parent: object, **kwargs: object) -> None:
         super().__init__(parent, **kwargs)
-        self.tref: Any = None
+        self.tref: Repeating | None = None
         self.reaper: Reaper | None = None
 
-    def start(self, worker: Any) -> None:
+    def start(self, worker: Worker) -> None:
         settings = get_settings()
         self.reaper = Reaper(
             worker.app,
@@ -171,7 +171,7 @@ class JobReaper(bootsteps.StartStopStep):
             settings.job_reap_interval_seconds, self.reaper.reap_safely
         )
 
-    def stop(self, worker: Any) -> None:
+    def stop(self, worker: Worker) -> None:
         if self.tref is not None:
             self.tref.cancel()
         if self.reaper is not None:
