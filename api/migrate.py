@@ -13,8 +13,8 @@ import psycopg
 from alembic import command
 from alembic.config import Config
 
-from api.db import MIGRATION_LOCK_ID
 from api.db_roles import ensure_app_role
+from api.migration_lock import MIGRATION_LOCK_ID
 from core.logs import configure_logging
 from core.settings import Settings, get_settings
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import text
 
-from api.db import MIGRATION_LOCK_ID
+from api.migration_lock import MIGRATION_LOCK_ID
 from core.models import Base
 from core.settings import get_settings
 from core.sync_engine import make_sync_engine
