@@ -23,7 +23,7 @@ _settings = get_settings()
 
 bind = _settings.bind_address
 workers = _settings.gunicorn_workers
-worker_class = "api.shutdown.DrainingUvicornWorker"
+worker_class = "api.shutdown.GracefulUvicornWorker"
 timeout = _settings.gunicorn_timeout
 graceful_timeout = _settings.gunicorn_graceful_timeout
 keepalive = _settings.gunicorn_keep_alive
@@ -50,7 +50,8 @@ set_draining(False)
 
 def when_ready(server: object) -> None:
     """On SIGTERM the master first creates the drain file, so every worker's /health/routable
-    answers 503 and Traefik stops routing here while the workers drain (api/shutdown.py). A
+    answers 503 and Traefik stops routing here while the workers close connections
+    (api/shutdown.py). A
     reload (SIGHUP) or a recycled worker leaves it alone: the container keeps serving."""
     stop = signal.getsignal(signal.SIGTERM)
 
