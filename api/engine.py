@@ -2,7 +2,7 @@
 no connection is opened in the master and shared by forked workers).
 
 Round trips are the cost of a request here, so the engine spends as few as it can:
-- The liveness check on checkout is one `SELECT 1` (SQLAlchemy's pool_pre_ping wraps its ping in
+- The ping on checkout is one `SELECT 1` (SQLAlchemy's pool_pre_ping wraps its ping in
   BEGIN and ROLLBACK for pgbouncer's transaction mode, which this kit does not use: three round
   trips), and only for a connection that sat idle (PING_AFTER_IDLE_SECONDS).
 - Reads run in autocommit: one statement, one round trip, no BEGIN and ROLLBACK around it.

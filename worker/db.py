@@ -1,4 +1,5 @@
-"""A synchronous engine for the worker: one per pool process, made after the fork."""
+"""The task code's sessions: one engine per pool process (core/sync_engine.py), made after the
+fork."""
 
 from __future__ import annotations
 
