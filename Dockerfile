@@ -50,7 +50,7 @@ FROM runtime AS worker
 # (worker/metrics.py).
 ENV PROMETHEUS_MULTIPROC_DIR=/tmp/worker-metrics
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["python", "-m", "worker.liveness"]
+    CMD ["python", "-m", "worker.healthcheck"]
 # Celery itself is PID 1 (no shell): SIGTERM reaches it and starts a warm shutdown.
 CMD ["celery", "--app=worker.app", "worker", "--loglevel=INFO", "--without-gossip", "--without-mingle"]
 

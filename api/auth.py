@@ -14,6 +14,7 @@ import jwt
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from api.deps import settings_of
 from core.settings import Settings
 
 WRITE_SCOPE = "write"
@@ -80,7 +81,7 @@ def require_scope(scope: str) -> Callable[..., Coroutine[Any, Any, dict[str, Any
                 detail="this operation needs an 'Authorization: Bearer <token>' header",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        claims = decode_token(request.app.state.settings, credentials.credentials)
+        claims = decode_token(settings_of(request), credentials.credentials)
         if scope not in str(claims.get("scope", "")).split():
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN, detail=f"token lacks the {scope!r} scope"

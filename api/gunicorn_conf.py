@@ -7,7 +7,6 @@ worker on a laptop, the container's CPU quota on a server, and on whatever $PORT
 from __future__ import annotations
 
 import gc
-import shutil
 import signal
 from pathlib import Path
 from types import FrameType
@@ -17,13 +16,14 @@ from prometheus_client import multiprocess
 
 from api.drain import set_draining
 from core.logs import logging_config
+from core.metrics_dir import reset_metrics_directory
 from core.settings import get_settings
 
 _settings = get_settings()
 
 bind = _settings.bind_address
 workers = _settings.gunicorn_workers
-worker_class = "api.shutdown.DrainingUvicornWorker"
+worker_class = "api.shutdown.GracefulUvicornWorker"
 timeout = _settings.gunicorn_timeout
 graceful_timeout = _settings.gunicorn_graceful_timeout
 keepalive = _settings.gunicorn_keep_alive
@@ -40,16 +40,8 @@ control_socket_disable = True
 worker_tmp_dir = "/dev/shm" if Path("/dev/shm").is_dir() else None  # noqa: S108
 
 
-def _fresh_metrics_directory() -> None:
-    """Runs as the config loads, before --preload imports the app and its metrics: samples from
-    a previous run of this container must not be merged into this one's."""
-    directory = _settings.prometheus_multiproc_dir
-    if directory:
-        shutil.rmtree(directory, ignore_errors=True)
-        Path(directory).mkdir(parents=True, exist_ok=True)
-
-
-_fresh_metrics_directory()
+# As the config loads, before --preload imports the app and its metrics.
+reset_metrics_directory(_settings.prometheus_multiproc_dir)
 # A drain file left by this container's previous stop (a restart keeps its filesystem) would keep
 # /health/routable at 503 and the container out of Traefik's rotation for good.
 set_draining(False)
@@ -57,7 +49,8 @@ set_draining(False)
 
 def when_ready(server: object) -> None:
     """On SIGTERM the master first creates the drain file, so every worker's /health/routable
-    answers 503 and Traefik stops routing here while the workers drain (api/shutdown.py). A
+    answers 503 and Traefik stops routing here while the workers close connections
+    (api/shutdown.py). A
     reload (SIGHUP) or a recycled worker leaves it alone: the container keeps serving."""
     stop = signal.getsignal(signal.SIGTERM)
 

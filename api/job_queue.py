@@ -10,8 +10,9 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from core.jobs import RUN_JOB_TASK, make_celery
+from core.celery_config import make_celery
 from core.settings import Settings
+from core.task_names import RUN_JOB_TASK
 
 if TYPE_CHECKING:
     from celery import Celery

@@ -14,11 +14,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from api.cache import ItemCache
 from api.cache_debts import CacheDebts
-from api.db import create_engine, create_sessions
+from api.engine import make_async_engine
 from api.errors import validation_error
 from api.forwarded import ForwardedHeadersMiddleware
 from api.job_queue import JobQueue
 from api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from api.pool_queue import make_pool_queue
 from api.routes import items, jobs, ops
 from core.logs import configure_logging
 from core.settings import Settings, get_settings
@@ -28,7 +29,7 @@ from core.settings import Settings, get_settings
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Made here, per worker process, never at import: safe with gunicorn --preload.
     settings: Settings = app.state.settings
-    engine = create_engine(settings)
+    engine = make_async_engine(settings)
     debts = CacheDebts(engine, ItemCache.key)
     redis = Redis.from_url(
         settings.redis_connection_url,
@@ -43,7 +44,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis_connect_func=debts.pay,
     )
     app.state.engine = engine
-    app.state.sessions = create_sessions(engine, settings)
+    app.state.pool_queue = make_pool_queue(engine, settings)
     app.state.redis = redis
     app.state.cache = ItemCache(
         redis, settings.cache_ttl_seconds, settings.cache_retry_after_seconds, debts

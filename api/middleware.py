@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_response
 from api.metrics import observe_request
-from api.shutdown import draining
+from api.shutdown import closing_connections
 from core.logs import request_id_var
 
 access_log = logging.getLogger("api.access")
@@ -59,7 +59,9 @@ class RequestContextMiddleware:
                 headers = MutableHeaders(scope=message)
                 # Replaces, not duplicates, one the app set (ASGI header names are lower case).
                 headers["x-request-id"] = request_id
-                if draining.is_set():  # stopping: the client reconnects, to a server that stays
+                if (
+                    closing_connections.is_set()
+                ):  # stopping: the client reconnects, to a server that stays
                     headers["connection"] = "close"
             await send(message)
 

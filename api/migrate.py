@@ -13,17 +13,12 @@ import psycopg
 from alembic import command
 from alembic.config import Config
 
-from api.db import MIGRATION_LOCK_ID
 from api.db_roles import ensure_app_role
+from api.migration_lock import MIGRATION_LOCK_ID
 from core.logs import configure_logging
 from core.settings import Settings, get_settings
 
 log = logging.getLogger("api.migrate")
-
-
-def _libpq_url(settings: Settings) -> str:
-    """The owner's URL for psycopg itself (SQLAlchemy's `+psycopg` driver marker removed)."""
-    return settings.database_url_sync.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
 def provision_app_role(settings: Settings) -> None:
@@ -33,7 +28,7 @@ def provision_app_role(settings: Settings) -> None:
             f"POSTGRES_APP_USER ({settings.postgres_app_user}) must differ from POSTGRES_USER, "
             "the owner the migrations run as"
         )
-    with psycopg.connect(_libpq_url(settings), autocommit=True) as connection:
+    with psycopg.connect(settings.libpq_url, autocommit=True) as connection:
         connection.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_ID,))
         try:
             ensure_app_role(

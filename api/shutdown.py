@@ -3,8 +3,9 @@
 A keep-alive connection closed while idle can still lose a request: the client may have sent one
 that sits unread in the socket when the server closes it, and gets a reset. So on SIGTERM (a
 `docker stop`, a deploy, a gunicorn reload or a recycle after GUNICORN_MAX_REQUESTS) a worker
-first drains for GUNICORN_DRAIN_SECONDS: it keeps accepting and answering, but every response says
-`Connection: close`, so each busy client is told to reconnect before the connection goes away.
+first closes its connections for GUNICORN_DRAIN_SECONDS: it keeps accepting and answering, but
+every response says `Connection: close`, so each busy client is told to reconnect before the
+connection goes away.
 Then it stops accepting, answers what it already accepted for a second, and only then does
 uvicorn's own graceful shutdown run (in-flight requests finish, idle connections
 close). Meanwhile the gunicorn master's drain file makes /health/routable answer 503, so Traefik
@@ -29,47 +30,48 @@ from core.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-# After the drain, how long a worker that no longer accepts keeps serving what it has accepted.
+# After closing connections, how long a worker that no longer accepts serves what it accepted.
 QUIET_SECONDS = 1.0
 
-# Set in a worker process while it drains; read on every response (api/middleware.py).
-draining = threading.Event()
+# Set in a worker process while it closes connections; read on every response (api/middleware.py).
+closing_connections = threading.Event()
 
 
-class DrainingServer(Server):
-    def __init__(self, config: Config, drain_seconds: float) -> None:
+class GracefulServer(Server):
+    def __init__(self, config: Config, close_seconds: float) -> None:
         super().__init__(config)
-        self.drain_seconds = drain_seconds
-        self._drain_until: float | None = None
-        self._drain_signal: int | None = None
+        self.close_seconds = close_seconds
+        self._closing_until: float | None = None
+        self._stop_signal: int | None = None
         self._quiet_until: float | None = None
 
-    def _begin_drain(self, reason: str) -> float:
-        """Returns the time (time.monotonic) the drain ends."""
-        self._drain_until = time.monotonic() + self.drain_seconds
-        draining.set()
+    def _begin_closing(self, reason: str) -> float:
+        """Returns the time (time.monotonic) the closing ends."""
+        self._closing_until = time.monotonic() + self.close_seconds
+        closing_connections.set()
         log.info(
-            "draining before shutdown", extra={"reason": reason, "seconds": self.drain_seconds}
+            "closing connections before shutdown",
+            extra={"reason": reason, "seconds": self.close_seconds},
         )
-        return self._drain_until
+        return self._closing_until
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self._drain_until is not None or self.drain_seconds <= 0:
-            super().handle_exit(sig, frame)  # a second signal, or no drain: stop now
+        if self._closing_until is not None or self.close_seconds <= 0:
+            super().handle_exit(sig, frame)  # a second signal, or no closing: stop now
             return
-        self._drain_signal = sig
-        self._begin_drain(f"signal {sig}")
+        self._stop_signal = sig
+        self._begin_closing(f"signal {sig}")
 
     async def on_tick(self, counter: int) -> bool:
         stop = await super().on_tick(counter)  # should_exit, or GUNICORN_MAX_REQUESTS reached
         if self.should_exit:
             return True
-        drain_until = self._drain_until
-        if drain_until is None:
-            if not stop or self.drain_seconds <= 0:
+        closing_until = self._closing_until
+        if closing_until is None:
+            if not stop or self.close_seconds <= 0:
                 return stop
-            drain_until = self._begin_drain("request limit")
-        if time.monotonic() < drain_until:
+            closing_until = self._begin_closing("request limit")
+        if time.monotonic() < closing_until:
             return False
         if self._quiet_until is None:
             # Stop accepting first, and keep answering a moment longer: a connection accepted
@@ -80,14 +82,14 @@ class DrainingServer(Server):
             self._quiet_until = time.monotonic() + QUIET_SECONDS
         if time.monotonic() < self._quiet_until:
             return False
-        if self._drain_signal is not None:
-            # Recorded now, so uvicorn re-raises it after its shutdown, as without a drain.
-            super().handle_exit(self._drain_signal, None)
+        if self._stop_signal is not None:
+            # Recorded now, so uvicorn re-raises it after its shutdown, as without closing first.
+            super().handle_exit(self._stop_signal, None)
         return True
 
 
-class DrainingUvicornWorker(UvicornWorker):
-    """uvicorn_worker's UvicornWorker, serving through DrainingServer."""
+class GracefulUvicornWorker(UvicornWorker):
+    """uvicorn_worker's UvicornWorker, serving through GracefulServer."""
 
     # Forwarded headers are the app's job (api/forwarded.py): it knows the proxy by name.
     # An instance attribute to uvicorn_worker's types, so not a ClassVar (mypy refuses one).
@@ -98,7 +100,7 @@ class DrainingUvicornWorker(UvicornWorker):
 
     async def _serve(self) -> None:
         self.config.app = self.wsgi
-        server = DrainingServer(self.config, get_settings().gunicorn_drain_seconds)
+        server = GracefulServer(self.config, get_settings().gunicorn_drain_seconds)
         self._install_sigquit_handler()
         await server.serve(sockets=self.sockets)
         if not server.started:

@@ -230,7 +230,7 @@ class Settings(BaseSettings):
     # a deploy stops the container (deploy/remote.sh creates it).
     drain_file: str = "/tmp/api.drain"  # noqa: S108 - container-private tmpfs
 
-    # Celery (core/jobs.py).
+    # Celery (core/celery_config.py).
     celery_concurrency: int | None = Field(None, ge=1)
     celery_task_time_limit: int = Field(300, ge=1)
     celery_visibility_timeout: int | None = Field(None, ge=1)
@@ -384,11 +384,12 @@ class Settings(BaseSettings):
         """REDIS_URL as it was before REDIS_PASSWORD: with the password in it."""
         return bool(urlsplit(self.redis_url.get_secret_value()).password)
 
-    def _postgres_url(self, driver: str) -> str:
+    def _postgres_url(self, driver: str | None) -> str:
+        scheme = "postgresql" if driver is None else f"postgresql+{driver}"
         user = quote(self.postgres_user, safe="")
         password = quote(self.postgres_password.get_secret_value(), safe="")
         return (
-            f"postgresql+{driver}://{user}:{password}@{self.postgres_host}:{self.postgres_port}"
+            f"{scheme}://{user}:{password}@{self.postgres_host}:{self.postgres_port}"
             f"/{self.postgres_db}"
         )
 
@@ -401,6 +402,11 @@ class Settings(BaseSettings):
     def database_url_sync(self) -> str:
         """psycopg, for Alembic and the Celery worker, whose code is synchronous."""
         return self._postgres_url("psycopg")
+
+    @property
+    def libpq_url(self) -> str:
+        """The same server for psycopg itself, without SQLAlchemy's driver marker."""
+        return self._postgres_url(None)
 
     @property
     def redis_connection_url(self) -> str:

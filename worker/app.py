@@ -1,17 +1,18 @@
-"""The Celery worker's app: core's job queue, plus the task code, the liveness probe, the reaper of
-jobs whose worker died, the metrics endpoint (worker/metrics.py), and JSON logs.
+"""The Celery worker's app: core's Celery configuration, plus the task code, the liveness probe,
+the reaper of jobs whose worker died, the metrics endpoint (worker/metrics.py), and JSON logs.
 
-`celery --app=worker.app worker` loads this; the api never does (it sends jobs through core.jobs).
+`celery --app=worker.app worker` loads this; the api never does (it sends jobs by their task's
+name, core/task_names.py).
 """
 
 from __future__ import annotations
 
 from celery.signals import setup_logging
 
-from core.jobs import make_celery
+from core.celery_config import make_celery
 from core.logs import configure_logging
 from core.settings import get_settings
-from worker.heartbeat import LivenessProbe
+from worker.liveness_probe import LivenessProbe
 from worker.metrics import MetricsServer
 from worker.reaper import JobReaper
 

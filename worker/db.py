@@ -1,11 +1,12 @@
-"""A synchronous engine for the worker: one per pool process, made after the fork."""
+"""The task code's sessions: one engine per pool process (core/sync_engine.py), made after the
+fork."""
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import get_settings
+from core.sync_engine import make_sync_engine
 
 _sessions: sessionmaker[Session] | None = None
 
@@ -13,14 +14,7 @@ _sessions: sessionmaker[Session] | None = None
 def sessions() -> sessionmaker[Session]:
     global _sessions
     if _sessions is None:
-        settings = get_settings()
-        engine: Engine = create_engine(
-            settings.database_url_sync,
-            pool_size=1,
-            max_overflow=1,
-            pool_pre_ping=True,
-            connect_args={"application_name": f"{settings.app_name}-worker"},
-        )
+        engine = make_sync_engine(get_settings(), "worker", pooled=True)
         _sessions = sessionmaker(engine, expire_on_commit=False)
     return _sessions
 

@@ -16,9 +16,7 @@ with it. worker/queue_exporter.py, a service of its own, exports them.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
-from pathlib import Path
 from typing import Any
 
 from celery import bootsteps
@@ -26,8 +24,10 @@ from celery.signals import task_postrun, task_prerun, task_received, worker_init
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, multiprocess
 from prometheus_client.exposition import start_http_server
 
+from core.metrics_dir import reset_metrics_directory
 from core.models import JobState
 from core.settings import get_settings
+from worker.bootstep_types import Worker
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +84,9 @@ def _on_postrun(
 
 
 @worker_init.connect
-def _fresh_metrics_directory(**_: object) -> None:
-    """The main process, before the pool forks: samples of this container's previous run (a
-    restart keeps its filesystem) must not be merged into this one's."""
-    directory = get_settings().prometheus_multiproc_dir
-    if directory:
-        shutil.rmtree(directory, ignore_errors=True)
-        Path(directory).mkdir(parents=True, exist_ok=True)
+def _on_worker_init(**_: object) -> None:
+    """The main process, before the pool forks."""
+    reset_metrics_directory(get_settings().prometheus_multiproc_dir)
     # Both outcomes exist from the start at 0: a ratio of failures has a value before the first
     # failure, and an increase from nothing is not lost.
     for state in (JobState.succeeded, JobState.failed):
@@ -112,7 +108,7 @@ class MetricsServer(bootsteps.StartStopStep):
     """The endpoint, in a thread of the main process: it lives as long as the worker does, and
     a child's death does not take it down. Port 0 turns it off."""
 
-    def start(self, worker: object) -> None:
+    def start(self, worker: Worker) -> None:
         port = get_settings().worker_metrics_port
         if port:
             start_http_server(port, registry=registry())

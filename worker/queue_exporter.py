@@ -38,12 +38,12 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine, create_engine, func, select
-from sqlalchemy.pool import NullPool
+from sqlalchemy import Engine, func, select
 
 from core.logs import configure_logging
 from core.models import Job, JobState
 from core.settings import Settings, get_settings
+from core.sync_engine import make_sync_engine
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +72,11 @@ class QueueCollector(Collector):
             socket_connect_timeout=TIMEOUT_SECONDS,
         )
         # No pool: one short query per scrape, and nothing held open between scrapes.
-        self.engine: Engine = create_engine(
-            settings.database_url_sync,
-            poolclass=NullPool,
-            connect_args={
-                "application_name": f"{settings.app_name}-queue-exporter",
-                "connect_timeout": TIMEOUT_SECONDS,
-                "options": f"-c statement_timeout={TIMEOUT_SECONDS * 1000}",
-            },
+        self.engine: Engine = make_sync_engine(
+            settings,
+            "queue-exporter",
+            connect_timeout=TIMEOUT_SECONDS,
+            statement_timeout_ms=TIMEOUT_SECONDS * 1000,
         )
 
     def collect(self) -> Iterator[Metric]:

@@ -22,16 +22,16 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Collection
-from typing import Any
 
 from celery import Celery, bootsteps
-from sqlalchemy import Engine, and_, create_engine, func, or_, select, update
+from sqlalchemy import Engine, and_, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import NullPool
 
-from core.jobs import RUN_JOB_TASK
 from core.models import Job, JobState
 from core.settings import Settings, get_settings
+from core.sync_engine import make_sync_engine
+from core.task_names import RUN_JOB_TASK
+from worker.bootstep_types import Repeating, Worker
 from worker.lease import BOOT_ID, Holder, LeasePolicy, Reap, reap_action
 from worker.metrics import JOBS_FINISHED
 
@@ -55,14 +55,8 @@ class Reaper:
         self.policy = LeasePolicy.from_settings(settings)
         # Its own engine, without a pool: the main process forks pool processes, which must not
         # inherit an open connection. Bounded waits: the reaper runs on the worker's event loop.
-        self.engine: Engine = create_engine(
-            settings.database_url_sync,
-            poolclass=NullPool,
-            connect_args={
-                "application_name": f"{settings.app_name}-reaper",
-                "connect_timeout": 5,
-                "options": "-c statement_timeout=5000 -c lock_timeout=5000",
-            },
+        self.engine: Engine = make_sync_engine(
+            settings, "reaper", connect_timeout=5, statement_timeout_ms=5000, lock_timeout_ms=5000
         )
         self.sessions: sessionmaker[Session] = sessionmaker(self.engine)
 
@@ -145,7 +139,7 @@ class Reaper:
         self.engine.dispose()
 
 
-def _pool_pids(worker: Any) -> frozenset[int] | None:
+def _pool_pids(worker: Worker) -> frozenset[int] | None:
     """The pool's process ids (prefork); None where the pool does not list them."""
     try:
         pids = worker.pool.info.get("processes")
@@ -159,10 +153,10 @@ class JobReaper(bootsteps.StartStopStep):
 
     def __init__(self, parent: object, **kwargs: object) -> None:
         super().__init__(parent, **kwargs)
-        self.tref: Any = None
+        self.tref: Repeating | None = None
         self.reaper: Reaper | None = None
 
-    def start(self, worker: Any) -> None:
+    def start(self, worker: Worker) -> None:
         settings = get_settings()
         self.reaper = Reaper(
             worker.app,
@@ -177,7 +171,7 @@ class JobReaper(bootsteps.StartStopStep):
             settings.job_reap_interval_seconds, self.reaper.reap_safely
         )
 
-    def stop(self, worker: Any) -> None:
+    def stop(self, worker: Worker) -> None:
         if self.tref is not None:
             self.tref.cancel()
         if self.reaper is not None:

@@ -22,8 +22,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_process_init
 from sqlalchemy import CursorResult, Result, Update, func, select, update
 
-from core.jobs import RUN_JOB_TASK
 from core.models import Job, JobState
+from core.task_names import RUN_JOB_TASK
 from worker.app import celery_app, settings
 from worker.compute import iterated_sha256
 from worker.db import reset_after_fork, sessions

@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import create_engine, pool, text
+from sqlalchemy import text
 
-from api.db import MIGRATION_LOCK_ID
+from api.migration_lock import MIGRATION_LOCK_ID
 from core.models import Base
 from core.settings import get_settings
+from core.sync_engine import make_sync_engine
 
 config = context.config
 target_metadata = Base.metadata
@@ -26,9 +27,7 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
-    engine = config.attributes.get("connection") or create_engine(
-        get_settings().database_url_sync, poolclass=pool.NullPool
-    )
+    engine = config.attributes.get("connection") or make_sync_engine(get_settings())
     with engine.connect() as connection:
         connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": MIGRATION_LOCK_ID})
         try:

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Res
 from sqlalchemy import Table, bindparam, insert, select
 
 from api.auth import require_writer
-from api.deps import CacheDep, SessionDep, SessionsDep, item_cache_of, sessions_of
+from api.deps import CacheDep, PoolQueueDep, SessionDep, item_cache_of, pool_queue_of
 from api.errors import error_responses
 from api.schemas import PAGE_SIZE_MAX, ItemIn, ItemOut, ItemPage
 from core.models import Item
@@ -52,9 +52,9 @@ def _json(model: ItemOut | ItemPage, **options: Any) -> Response:
     dependencies=[Depends(require_writer)],
     responses=error_responses(400, 401, 403, 413),
 )
-async def create_item(body: ItemIn, sessions: SessionsDep, cache: CacheDep) -> Response:
+async def create_item(body: ItemIn, pool_queue: PoolQueueDep, cache: CacheDep) -> Response:
     # One statement in autocommit: the row is committed when its RETURNING row arrives.
-    async with sessions.statement() as db:
+    async with pool_queue.statement() as db:
         row = (await db.execute(INSERT_ITEM, body.model_dump())).one()
     out = ItemOut.model_validate(row._mapping)
     json_body = out.model_dump_json().encode()
@@ -78,7 +78,7 @@ async def get_item(item_id: ItemId, request: Request) -> Response:
     if cached is not None:
         return Response(cached, media_type="application/json", headers={"X-Cache": "hit"})
     # A connection only on a miss: a hit is the hot path and needs no database at all.
-    async with sessions_of(request).statement() as db:
+    async with pool_queue_of(request).statement() as db:
         row = (await db.execute(ITEM_BY_ID, {"item_id": item_id})).first()
     if row is None:
         raise _not_found(item_id)
@@ -89,13 +89,13 @@ async def get_item(item_id: ItemId, request: Request) -> Response:
 
 @router.get("", response_model=ItemPage)
 async def list_items(
-    sessions: SessionsDep,
+    pool_queue: PoolQueueDep,
     limit: Annotated[int, Query(ge=1, le=PAGE_SIZE_MAX, description="Items per page")] = 20,
     after: Annotated[
         int, Query(ge=0, le=2**63 - 1, description="The next_cursor of the previous page")
     ] = 0,
 ) -> Response:
-    async with sessions.statement() as db:
+    async with pool_queue.statement() as db:
         rows = (await db.execute(PAGE_AFTER, {"after": after, "rows": limit + 1})).all()
     page = [ItemOut.model_validate(row._mapping) for row in rows[:limit]]
     return _json(ItemPage(items=page, next_cursor=page[-1].id if len(rows) > limit else None))

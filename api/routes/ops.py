@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
-from collections.abc import Awaitable
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from api import metrics
-from api.db import archive_problem, current_revision, head_revision
-from api.deps import SettingsDep
+from api import metrics, readiness
+from api.deps import SettingsDep, engine_of, redis_of, settings_of
 from core.logs import request_id_var
 
 router = APIRouter(tags=["operations"])
 log = logging.getLogger(__name__)
-
-READY_CHECK_TIMEOUT = 2.0
 
 
 @router.get("/health")
@@ -34,42 +29,9 @@ async def routable(request: Request) -> JSONResponse:
     """For the probes (Traefik's active check, the container HEALTHCHECK): 503 while draining, so
     traffic moves away before a deploy stops this container. Users' requests, /health included,
     are still answered normally meanwhile."""
-    if os.path.exists(request.app.state.settings.drain_file):  # noqa: ASYNC240 - one stat()
+    if os.path.exists(settings_of(request).drain_file):  # noqa: ASYNC240 - one stat()
         return JSONResponse({"status": "draining"}, status_code=503)
     return JSONResponse({"status": "ok"})
-
-
-async def _check(coro: Awaitable[str | None]) -> str | None:
-    try:
-        async with asyncio.timeout(READY_CHECK_TIMEOUT):
-            return await coro
-    except Exception as exc:
-        return f"unreachable: {type(exc).__name__}: {exc}"[:300]
-
-
-async def _database(request: Request) -> str | None:
-    head = head_revision()
-    revision = await current_revision(request.app.state.engine)
-    if revision != head:
-        return f"migrations not at head (database at {revision}, code at {head})"
-    return None
-
-
-async def _archive(request: Request) -> str | None:
-    """A database whose WAL does not reach the backups loses, with its disk, everything since.
-    Read from PostgreSQL (pg_stat_archiver), so the api knows nothing of pgBackRest."""
-    stall_seconds = request.app.state.settings.archive_stall_seconds
-    if not stall_seconds:
-        return None
-    try:
-        return await archive_problem(request.app.state.engine, stall_seconds)
-    except Exception:
-        # An unreachable database is the database check's failure; not counted twice.
-        return None
-
-
-async def _redis(request: Request) -> None:
-    await request.app.state.redis.ping()
 
 
 @router.get("/ready", responses={503: {"description": "A dependency failed; named in checks"}})
@@ -80,14 +42,12 @@ async def ready(request: Request) -> JSONResponse:
     Why a check failed is logged. In production the answer says only which failed: it is public
     (deploy checks it through the proxy), and an error's text tells an attacker about the servers
     behind (host names, addresses, versions)."""
-    database, redis, archive = await asyncio.gather(
-        _check(_database(request)), _check(_redis(request)), _check(_archive(request))
-    )
-    problems = {"database": database, "redis": redis, "archive": archive}
+    settings = settings_of(request)
+    problems = await readiness.problems(engine_of(request), redis_of(request), settings)
     failed = [name for name, problem in problems.items() if problem is not None]
     for name in failed:
         log.warning("readiness check failed", extra={"check": name, "error": problems[name]})
-    if request.app.state.settings.environment == "production":
+    if settings.environment == "production":
         checks = {name: "failed" if name in failed else "ok" for name in problems}
     else:
         checks = {name: problem or "ok" for name, problem in problems.items()}

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.db import head_revision
+from api.readiness import head_revision
 from tests import stack as stack_module
 from tests.load import cycle, get, post, slow_post, steady_load
 from tests.stack import run, wait_for_job, wait_until

@@ -7,7 +7,8 @@ import asyncio
 import pytest
 from sqlalchemy import event, text
 
-from api.db import PING_AFTER_IDLE_SECONDS, create_engine, create_sessions
+from api.engine import PING_AFTER_IDLE_SECONDS, make_async_engine
+from api.pool_queue import make_pool_queue
 from core.settings import get_settings
 
 pytestmark = pytest.mark.integration
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 async def engine(stack):
-    engine = create_engine(get_settings())
+    engine = make_async_engine(get_settings())
     yield engine
     await engine.dispose()
 
@@ -25,7 +26,7 @@ def _settings(**overrides):
 
 
 async def test_read_sessions_autocommit_and_write_sessions_transact(engine):
-    sessions = create_sessions(engine, get_settings())
+    sessions = make_pool_queue(engine, get_settings())
     async with sessions(read_only=True) as db:
         # Outside a transaction block, PostgreSQL's transaction id changes with every statement.
         first = await db.scalar(text("SELECT txid_current()"))
@@ -39,10 +40,10 @@ async def test_read_sessions_autocommit_and_write_sessions_transact(engine):
 
 
 async def test_a_connection_the_server_killed_is_replaced_before_use(engine):
-    sessions = create_sessions(engine, _settings(db_pool_size=1, db_max_overflow=0))
+    sessions = make_pool_queue(engine, _settings(db_pool_size=1, db_max_overflow=0))
     async with sessions(read_only=True) as db:
         victim = await db.scalar(text("SELECT pg_backend_pid()"))
-    killer = create_engine(get_settings())
+    killer = make_async_engine(get_settings())
     try:
         async with killer.connect() as conn:
             await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": victim})
@@ -55,7 +56,7 @@ async def test_a_connection_the_server_killed_is_replaced_before_use(engine):
 
 
 async def test_no_place_within_the_pool_timeout_is_a_timeout(engine):
-    sessions = create_sessions(
+    sessions = make_pool_queue(
         engine, _settings(db_pool_size=1, db_max_overflow=0, db_pool_timeout=0.2)
     )
     async with sessions(read_only=True):

@@ -12,7 +12,8 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
-from api.db import MIGRATION_LOCK_ID, head_revision
+from api.migration_lock import MIGRATION_LOCK_ID
+from api.readiness import head_revision
 from core.settings import get_settings
 from tests.stack import wait_until
 

@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.sql.elements import TextClause
 
-from api.db import head_revision
 from api.main import create_app
+from api.readiness import head_revision
 from core.settings import Settings
 
 # The database stand-in answers with the code's own head: migrations are at head.
@@ -37,7 +37,7 @@ class UnreachableDatabase:
 
 
 class MigratedDatabase:
-    """An AsyncEngine whose connection answers api.db.current_revision's two queries."""
+    """An AsyncEngine whose connection answers api.readiness.current_revision's two queries."""
 
     def connect(self) -> MigratedDatabase:
         return self
@@ -48,7 +48,7 @@ class MigratedDatabase:
     async def __aexit__(self, *exc_info: object) -> None:
         return None
 
-    # pg_stat_archiver as api.db.archive_problem reads it: archiving on, not failing.
+    # pg_stat_archiver as api.readiness.archive_problem reads it: archiving on, not failing.
     archive_state: tuple[object, ...] = (True, False, 5.0, None)
 
     async def scalar(self, statement: object) -> object:

@@ -1,4 +1,5 @@
-"""The queue in front of the connection pool (api.db.Sessions): its discipline, without a database.
+"""The queue in front of the connection pool (api.pool_queue.PoolQueue): its discipline, without a
+database.
 
 The sessions it hands out are stand-ins here on purpose: what is under test is who gets a place
 and when. The same class on a real pool is covered by tests/integration/test_db.py.
@@ -11,7 +12,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from api.db import Sessions
+from api.pool_queue import PoolQueue
 
 
 @asynccontextmanager
@@ -25,8 +26,8 @@ class _Engine:
     connect = staticmethod(_session)
 
 
-def _sessions(places: int, timeout: float = 5) -> Sessions:
-    return Sessions({False: _session, True: _session}, _Engine(), places, timeout)
+def _sessions(places: int, timeout: float = 5) -> PoolQueue:
+    return PoolQueue({False: _session, True: _session}, _Engine(), places, timeout)
 
 
 async def test_a_freed_place_goes_to_the_longest_waiter_not_to_whoever_asks_next():

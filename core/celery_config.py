@@ -1,4 +1,5 @@
-"""The job queue as both processes see it: the Celery app's configuration and the task names.
+"""The Celery app as both processes see it: its configuration (the task names are in
+core/task_names.py).
 
 The api builds a client from this (on its first job, from the settings given to create_app) to
 send jobs; the worker builds the same app and registers the task code. Neither imports the other.
@@ -21,8 +22,6 @@ from core.settings import Settings
 
 if TYPE_CHECKING:
     from celery import Celery
-
-RUN_JOB_TASK = "worker.tasks.run_job"
 
 
 def make_celery(settings: Settings, *, include: Sequence[str] = ()) -> Celery:
