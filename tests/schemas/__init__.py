@@ -8,11 +8,14 @@ import json
 from pathlib import Path
 
 from jsonschema import Draft7Validator
+from referencing import Registry
 
 SCHEMAS = Path(__file__).resolve().parent
 
 
-def schema(name: str) -> Draft7Validator:
+def schema(name: str, registry: Registry | None = None) -> Draft7Validator:
     """Draft 7 by name, not by `validator_for`: the compose schema's `$schema` URL is not one it
-    recognises (and every schema here is draft 7)."""
-    return Draft7Validator(json.loads((SCHEMAS / name).read_text()))
+    recognises (and every schema here is draft 7). registry: the schemas it refers to, if any."""
+    return Draft7Validator(
+        json.loads((SCHEMAS / name).read_text()), registry=registry or Registry()
+    )
