@@ -40,6 +40,10 @@ ps: ## Show the services and their health
 build: ## Build the api and worker images
 	$(COMPOSE) build
 
+.PHONY: pull
+pull: ## Pull the images the stack runs and does not build, every profile's too (a fresh CI runner)
+	$(COMPOSE) --profile observability --profile grafana pull --ignore-buildable
+
 .PHONY: migrate
 migrate: ## Run the database migrations (the one-shot migrate service)
 	$(COMPOSE) run --rm migrate
