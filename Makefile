@@ -40,6 +40,10 @@ ps: ## Show the services and their health
 build: ## Build the api and worker images
 	$(COMPOSE) build
 
+.PHONY: pull
+pull: ## Pull the images the stack runs and does not build, every profile's too (a fresh CI runner)
+	$(COMPOSE) --profile observability --profile grafana pull --ignore-buildable
+
 .PHONY: migrate
 migrate: ## Run the database migrations (the one-shot migrate service)
 	$(COMPOSE) run --rm migrate
@@ -110,13 +114,16 @@ bench-observability: ## What the observability profile costs: api throughput wit
 	$(NEEDS_WRK)
 	uv run --frozen python -m bench.observability
 
+# The pre-commit hooks (.pre-commit-config.yaml) run these steps but lint-alerts, before each
+# commit; tests/static/test_repository.py holds the two lists together.
 .PHONY: lint
-lint: ## ruff, mypy (strict), hadolint, shellcheck, compose/Traefik schema checks (uv); alert rules (Docker)
+lint: ## ruff, mypy (strict), hadolint, shellcheck, large files, schema checks (uv); alert rules (Docker)
 	uv run --frozen ruff check .
 	uv run --frozen ruff format --check .
 	uv run --frozen mypy
 	uv run --frozen hadolint Dockerfile db/Dockerfile tests/backup_host/Dockerfile bench/peer/Dockerfile
-	uv run --frozen shellcheck .ci/run deploy/*.sh deploy/swarm/*.sh db/*.sh db/bin/* tests/backup_host/*.sh
+	uv run --frozen shellcheck .ci/run .ci/large-files.sh deploy/*.sh deploy/swarm/*.sh db/*.sh db/bin/* tests/backup_host/*.sh
+	.ci/large-files.sh
 	uv run --frozen pytest -q tests/static
 	$(MAKE) --no-print-directory lint-alerts
 

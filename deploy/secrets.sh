@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make secrets [SECRETS_DIR=DIR]: a random value for each production secret DIR (default ./secrets)
 # lacks; an existing file is never touched. The directory is 0700 and the files 0444: why, in
-# deploy/remote.sh. Each value is 64 hex digits (32 random bytes), no newline: safe in a URL
+# deploy/remote-lib.sh. Each value is 64 hex digits (32 random bytes), no newline: safe in a URL
 # (REDIS_URL) and the same to any reader of the file. A *_ssh_key is an ed25519 key pair instead.
 set -euo pipefail
 # shellcheck source=deploy/lib.sh

@@ -1,10 +1,9 @@
-"""Traefik's configuration checked against its JSON schemas (../shared/schemas): the static flags
+"""Traefik's configuration checked against its JSON schemas (tests/schemas): the static flags
 in compose.yaml, the dynamic files in proxy/dynamic, and the api's labels (which map onto the
 file-provider tree)."""
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -14,17 +13,10 @@ import yaml
 from jsonschema import Draft7Validator
 
 from core.settings import Settings
+from tests.schemas import schema
 from tests.static.compose_config import compose_config
 
 ROOT = Path(__file__).resolve().parents[2]
-SCHEMAS = ROOT.parent / "shared" / "schemas"
-
-
-def schema(name: str) -> Draft7Validator:
-    path = SCHEMAS / name
-    if not path.is_file():
-        pytest.skip(f"schema {path} not on this machine")
-    return Draft7Validator(json.loads(path.read_text()))
 
 
 def _coerce(value: str) -> Any:

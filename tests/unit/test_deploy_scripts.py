@@ -41,14 +41,14 @@ def bash(code: str, *args: str, cwd: Path | None = None) -> subprocess.Completed
     [("2s", "6"), ("500ms", "2"), ("1.5s", "5"), ("1m30s", "270"), ("10s", "30")],
 )
 def test_drain_wait_is_three_health_check_intervals_rounded_up(interval, seconds):
-    code = shell_function("deploy/remote.sh", "duration_seconds") + '\nduration_seconds "$1" 3'
+    code = shell_function("deploy/remote-lib.sh", "duration_seconds") + '\nduration_seconds "$1" 3'
     proc = bash(code, interval)
     assert (proc.returncode, proc.stdout.strip()) == (0, seconds)
 
 
 @pytest.mark.parametrize("interval", ["", "<no value>", "2", "two seconds", "0s", "-2s"])
 def test_an_unusable_interval_label_is_refused(interval):
-    code = shell_function("deploy/remote.sh", "duration_seconds") + '\nduration_seconds "$1" 3'
+    code = shell_function("deploy/remote-lib.sh", "duration_seconds") + '\nduration_seconds "$1" 3'
     proc = bash(code, interval)
     assert proc.returncode != 0
     assert proc.stdout == ""
@@ -56,7 +56,7 @@ def test_an_unusable_interval_label_is_refused(interval):
 
 def test_the_label_read_is_the_one_compose_sets():
     label = re.search(
-        r"^HEALTHCHECK_INTERVAL_LABEL=(\S+)$", (ROOT / "deploy/remote.sh").read_text(), re.M
+        r"^HEALTHCHECK_INTERVAL_LABEL=(\S+)$", (ROOT / "deploy/remote-lib.sh").read_text(), re.M
     )
     assert label
     assert f"{label.group(1)}: " in (ROOT / "compose.yaml").read_text()
@@ -78,8 +78,8 @@ def test_proxy_config_follows_the_release_changed_files_only(tmp_path):
     code = "\n".join(
         [
             f"RELEASES={releases} DEPLOY_PATH={tmp_path}",
-            shell_function("deploy/remote.sh", "sync_proxy_config"),
-            shell_function("deploy/remote.sh", "drop_stale_proxy_config"),
+            shell_function("deploy/remote-lib.sh", "sync_proxy_config"),
+            shell_function("deploy/remote-lib.sh", "drop_stale_proxy_config"),
             'sync_proxy_config "$1"; drop_stale_proxy_config "$1"',
         ]
     )
@@ -115,7 +115,7 @@ def release_tree(repo: Path) -> str:
 
 
 def archived(repo: Path, tree: str) -> dict[str, str]:
-    """The files `git archive TREE` ships, as deploy.sh's upload_release unpacks them."""
+    """The files `git archive TREE` ships, as deploy/lib.sh's upload_release unpacks them."""
     names = git(repo, "ls-tree", "-r", "--name-only", tree).split()
     return {name: git(repo, "show", f"{tree}:{name}") for name in names}
 
@@ -143,6 +143,12 @@ def test_a_dirty_release_ships_the_working_tree_it_was_built_from(tmp_path):
         "new.txt": "untracked\n",
     }
     assert git(repo, "status", "--porcelain") == status_before, "the real index is left alone"
+
+
+def server_side(*scripts: str) -> str:
+    """What deploy/lib.sh's remote sends the server for bash to read: the functions, then the
+    entry point."""
+    return "".join((ROOT / name).read_text() for name in ("deploy/remote-lib.sh", *scripts))
 
 
 # remote.sh as the server runs it, on a temporary DEPLOY_PATH, with a stand-in for docker: a
@@ -179,7 +185,8 @@ def remote(deploy_path: Path, *args: str, **env: str) -> subprocess.CompletedPro
         (fake / "docker").write_text(FAKE_DOCKER)
         (fake / "docker").chmod(0o755)
     return subprocess.run(
-        ["bash", str(ROOT / "deploy" / "remote.sh"), *args],
+        ["bash", "-s", "--", *args],
+        input=server_side("deploy/remote.sh"),
         capture_output=True,
         text=True,
         timeout=60,
@@ -419,7 +426,7 @@ def test_proxy_config_stays_readable_to_traefik(tmp_path):
         [
             "umask 077",
             f"RELEASES={srv / 'releases'} DEPLOY_PATH={srv}",
-            shell_function("deploy/remote.sh", "sync_proxy_config"),
+            shell_function("deploy/remote-lib.sh", "sync_proxy_config"),
             "sync_proxy_config r1",
         ]
     )
@@ -543,7 +550,7 @@ def test_a_deploy_refuses_secrets_git_would_commit(tmp_path):
 
 
 def upload(srv: Path, **files: str) -> None:
-    """What deploy.sh's upload_secrets leaves on the server for install_secrets."""
+    """What deploy/lib.sh's upload_secrets leaves on the server for install_secrets."""
     incoming = srv / "secrets" / ".incoming"
     incoming.mkdir(parents=True)
     for name, text in files.items():
@@ -579,8 +586,8 @@ def test_secrets_are_installed_readable_behind_a_closed_directory(tmp_path):
 
 
 def release_env(**settings: str) -> dict[str, str]:
-    """What deploy.sh appends to a release's .env, as Compose reads it."""
-    code = shell_function("deploy/deploy.sh", "release_env") + '\nrelease_env "$1"'
+    """What deploy/lib.sh's release_env appends to a release's .env, as Compose reads it."""
+    code = shell_function("deploy/lib.sh", "release_env") + '\nrelease_env "$1"'
     env = {"PATH": os.environ["PATH"], **settings}
     proc = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", code, "bash", "r1"],

@@ -3,6 +3,7 @@ the whole of make swarm-deploy on a three-node swarm."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 import pytest
@@ -10,9 +11,9 @@ import pytest
 from tests.unit.test_deploy_scripts import ROOT, bash, shell_function
 
 ENGINES = (
-    shell_function("deploy/swarm/remote.sh", "engines")
+    shell_function("deploy/swarm/remote-lib.sh", "engines")
     + "\n"
-    + shell_function("deploy/swarm/remote.sh", "engine_of")
+    + shell_function("deploy/swarm/remote-lib.sh", "engine_of")
 )
 
 
@@ -39,29 +40,69 @@ def test_without_swarm_engines_the_default_engine_does_everything():
     assert proc.stdout.split() == ["-=", "[]"]
 
 
-def test_remote_sh_as_a_library_defines_its_functions_and_runs_nothing():
-    # make swarm-deploy sends deploy/remote.sh ahead of deploy/swarm/remote.sh, REMOTE_LIBRARY=1.
-    script = (ROOT / "deploy/remote.sh").read_text() + "\ntype record >/dev/null && echo library"
-    proc = subprocess.run(
-        ["bash", "-s", "--", "log"],
-        input=script,
-        capture_output=True,
-        text=True,
-        env={
-            "PATH": "/usr/bin:/bin",
-            "DEPLOY_PATH": "/nonexistent",
-            "DEPLOY_PROJECT": "kit",
-            "APP_IMAGE": "kit",
-            "REMOTE_LIBRARY": "1",
-        },
-        timeout=30,
-    )
-    assert (proc.returncode, proc.stdout) == (0, "library\n")
+def test_the_server_side_libraries_define_their_functions_and_run_nothing():
+    # make swarm-deploy sends deploy/remote-lib.sh and deploy/swarm/remote-lib.sh ahead of
+    # deploy/swarm/remote.sh: sent alone, they define functions and run no command.
+    for libraries, function in [
+        (["deploy/remote-lib.sh"], "record"),
+        (["deploy/remote-lib.sh", "deploy/swarm/remote-lib.sh"], "swarm_preflight"),
+    ]:
+        script = "".join((ROOT / name).read_text() for name in libraries)
+        script += f"\ntype {function} >/dev/null && echo library"
+        proc = subprocess.run(
+            ["bash", "-s", "--", "log"],
+            input=script,
+            capture_output=True,
+            text=True,
+            env={
+                "PATH": "/usr/bin:/bin",
+                "DEPLOY_PATH": "/nonexistent",
+                "DEPLOY_PROJECT": "kit",
+                "APP_IMAGE": "kit",
+            },
+            timeout=30,
+        )
+        assert (proc.returncode, proc.stdout) == (0, "library\n"), libraries
 
 
-def test_deploy_sh_sourced_runs_no_command():
-    proc = bash(f"source {ROOT}/deploy/deploy.sh; type release_name >/dev/null && echo sourced")
+def test_the_local_libraries_sourced_run_no_command():
+    proc = bash(f"source {ROOT}/deploy/lib.sh; type release_name >/dev/null && echo sourced")
     assert (proc.returncode, proc.stdout) == (0, "sourced\n")
+    proc = bash(
+        f"cd {ROOT}; source deploy/lib.sh; source deploy/swarm/lib.sh;"
+        " type swarm_deploy >/dev/null && echo sourced"
+    )
+    assert (proc.returncode, proc.stdout) == (0, "sourced\n")
+
+
+ENTRY_POINTS = [
+    "deploy/deploy.sh",
+    "deploy/remote.sh",
+    "deploy/swarm/deploy.sh",
+    "deploy/swarm/remote.sh",
+]
+
+
+@pytest.mark.parametrize("script", ENTRY_POINTS)
+def test_an_entry_point_is_only_a_main(script):
+    """The functions live in the libraries (deploy/lib.sh, deploy/remote-lib.sh and swarm/'s);
+    an entry point parses its command and calls them."""
+    functions = re.findall(r"^\s*([A-Za-z_][\w-]*)\s*\(\)\s*\{", (ROOT / script).read_text(), re.M)
+    assert set(functions) <= {"main"}, functions
+
+
+@pytest.mark.parametrize(
+    ("library", "sent"),
+    [
+        ("deploy/lib.sh", "deploy/remote-lib.sh deploy/remote.sh"),
+        (
+            "deploy/swarm/lib.sh",
+            "deploy/remote-lib.sh deploy/swarm/remote-lib.sh deploy/swarm/remote.sh",
+        ),
+    ],
+)
+def test_remote_sends_the_server_side_libraries_ahead_of_its_entry_point(library, sent):
+    assert f"< <(cat {sent})" in shell_function(library, "remote")
 
 
 def test_swarm_deploy_refuses_building_on_the_server(tmp_path):
