@@ -18,7 +18,7 @@ import time
 
 import asyncpg
 
-from tests.stack import Stack, compose_env, run, wait_until
+from tests.support.stack import Stack, compose_env, run, wait_until
 
 DB_PORT = 55732
 # The development stack's owner role (compose.yaml's defaults), on a loopback port.

@@ -29,7 +29,8 @@ import httpx
 from api.auth import WRITE_SCOPE, issue_token
 from bench.run import wrk
 from core.settings import Settings
-from tests.stack import ROOT, Stack, container_url
+from tests.support import ROOT
+from tests.support.stack import Stack, container_url
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))

@@ -27,7 +27,7 @@ BENCH_PHASES, a comma list of requests, tuning, scaling, operations (default all
 checking the bench itself, never for publishing.
 
 Run from the repository root as `python -m bench.run` (what `make bench` does), so `bench` and
-`tests` are plain packages; the stack helpers are the tests' own (tests/stack.py). Importing this
+`tests` are plain packages; the stack helpers are the tests' own (tests/support/). Importing this
 module starts nothing: each phase is a function returning a typed result, main() runs them inside
 `running(stack)` and `baselines(...)`, which always take the stack and every baseline container
 down, and markdown() renders them.
@@ -58,9 +58,9 @@ import httpx
 
 from bench import figures
 from bench.figures import Ratio, Spread, Wrk
-from tests.stack import (
+from tests.support import ROOT
+from tests.support.stack import (
     PID1_CHILDREN,
-    ROOT,
     CommandFailed,
     Stack,
     compose_env,

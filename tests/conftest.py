@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests import stack as stack_module
+from tests.support import stack as stack_module
 
 os.environ.setdefault("ENVIRONMENT", "test")
 os.environ.setdefault("POSTGRES_HOST", "127.0.0.1")

@@ -7,8 +7,8 @@ import pytest
 
 from api.auth import WRITE_SCOPE, issue_token
 from core.settings import Settings
-from tests import stack as stack_module
-from tests.stack import wait_until
+from tests.support import stack as stack_module
+from tests.support.stack import wait_until
 
 pytestmark = pytest.mark.e2e
 

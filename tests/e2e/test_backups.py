@@ -22,7 +22,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.stack import Stack, compose_env, run, wait_until
+from tests.support.stack import Stack, compose_env, run, wait_until
 
 pytestmark = pytest.mark.e2e
 

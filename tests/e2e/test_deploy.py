@@ -20,9 +20,9 @@ import httpx
 import pytest
 
 from api.db import head_revision
-from tests import stack as stack_module
-from tests.load import cycle, get, post, slow_post, steady_load
-from tests.stack import run, wait_for_job, wait_until
+from tests.support import stack as stack_module
+from tests.support.load import cycle, get, post, slow_post, steady_load
+from tests.support.stack import run, wait_for_job, wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -17,7 +17,7 @@ from schemathesis import GenerationMode
 from api.main import create_app
 from api.schemas import JOB_MAX_COST
 from core.settings import Settings
-from tests.stack import container_url
+from tests.support.stack import container_url
 
 pytestmark = pytest.mark.e2e
 

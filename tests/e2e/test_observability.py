@@ -31,8 +31,8 @@ import pytest
 
 from api.auth import WRITE_SCOPE, issue_token
 from core.settings import Settings
-from tests.observability import OBSERVABILITY, dashboard_queries
-from tests.stack import Stack, container_url, image_exists, require, wait_until
+from tests.support.observability import OBSERVABILITY, dashboard_queries
+from tests.support.stack import Stack, container_url, image_exists, require, wait_until
 
 pytestmark = pytest.mark.e2e
 

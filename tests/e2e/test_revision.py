@@ -10,7 +10,7 @@ import re
 import pytest
 
 from api.db import head_revision
-from tests import stack as stack_module
+from tests.support import stack as stack_module
 
 pytestmark = pytest.mark.e2e
 

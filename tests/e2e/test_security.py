@@ -22,9 +22,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests import stack as stack_module
-from tests.stack import ROOT, Stack, run, wait_until
-from tests.static.compose_config import SECRETS_BY_SERVICE
+from tests.support import ROOT
+from tests.support import stack as stack_module
+from tests.support.compose_config import SECRETS_BY_SERVICE
+from tests.support.stack import Stack, run, wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -10,9 +10,9 @@ import signal
 import httpx
 import pytest
 
-from tests import stack as stack_module
 from tests.e2e.conftest import wait_for_job
-from tests.stack import PID1_CHILDREN, wait_until
+from tests.support import stack as stack_module
+from tests.support.stack import PID1_CHILDREN, wait_until
 from worker.compute import iterated_sha256
 
 pytestmark = pytest.mark.e2e

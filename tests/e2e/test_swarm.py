@@ -27,15 +27,15 @@ import pytest
 
 from api.auth import WRITE_SCOPE, issue_token
 from core.settings import Settings
-from tests import stack as stack_module
 from tests.e2e.test_deploy import (  # noqa: F401 - server: a fixture
     SECRETS,
     commit_release,
     deploy_checkout,
     server,
 )
-from tests.load import cycle, get, post, steady_load
-from tests.stack import run, wait_until
+from tests.support import stack as stack_module
+from tests.support.load import cycle, get, post, steady_load
+from tests.support.stack import run, wait_until
 
 pytestmark = pytest.mark.e2e
 

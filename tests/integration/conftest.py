@@ -9,8 +9,8 @@ import pytest
 
 from api.auth import WRITE_SCOPE, issue_token
 from core.settings import get_settings
-from tests import stack as stack_module
-from tests.stack import JOB_FINISHED
+from tests.support import stack as stack_module
+from tests.support.stack import JOB_FINISHED
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +37,7 @@ def auth():
 
 
 async def wait_for_job(client, location: str, within: float = 60, states=JOB_FINISHED):
-    """The shared polling (tests/stack.py), in a worker thread: each poll is sent back to this
+    """The shared polling (tests/support/), in a worker thread: each poll is sent back to this
     event loop, which keeps serving the in-process app meanwhile."""
     loop = asyncio.get_running_loop()
 

@@ -15,8 +15,8 @@ import pytest
 from sqlalchemy import text
 
 from api.schemas import JOB_MAX_COST
-from tests import stack as stack_module
 from tests.integration.conftest import wait_for_job
+from tests.support import stack as stack_module
 from worker.compute import iterated_sha256
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from tests.integration.conftest import wait_for_job
-from tests.stack import run
+from tests.support.stack import run
 from worker.compute import iterated_sha256
 
 pytestmark = pytest.mark.integration

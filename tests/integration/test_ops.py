@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from api.db import MIGRATION_LOCK_ID, head_revision
 from core.settings import get_settings
-from tests.stack import wait_until
+from tests.support.stack import wait_until
 
 pytestmark = pytest.mark.integration
 

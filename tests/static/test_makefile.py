@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from tests.static.compose_config import ROOT
+from tests.support import ROOT
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="no make")
 

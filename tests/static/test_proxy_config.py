@@ -7,7 +7,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,9 +14,9 @@ import yaml
 from jsonschema import Draft7Validator
 
 from core.settings import Settings
-from tests.static.compose_config import compose_config
+from tests.support import ROOT
+from tests.support.compose_config import compose_config
 
-ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT.parent / "shared" / "schemas"
 
 

@@ -1,4 +1,4 @@
-"""The helpers tests and the benchmark share (tests/stack.py), without Docker."""
+"""The helpers tests and the benchmark share (tests/support/), without Docker."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from tests import stack as stack_module
 from tests.integration.conftest import wait_for_job as await_job
+from tests.support import stack as stack_module
 
 
 def test_run_failure_names_the_command_and_keeps_both_tails():

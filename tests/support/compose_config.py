@@ -7,7 +7,8 @@ import os
 import subprocess
 from typing import Any
 
-from tests.stack import ROOT, run
+from tests.support import ROOT
+from tests.support.stack import run
 
 # Each service gets the secret files it uses, and no other.
 SECRETS_BY_SERVICE = {

@@ -23,7 +23,8 @@ from typing import Any, TypeVar
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import ROOT
+
 PROJECT = os.environ.get("KIT_TEST_PROJECT", "kit-test")
 DB_PORT = int(os.environ.get("KIT_TEST_DB_PORT", "55432"))
 REDIS_PORT = int(os.environ.get("KIT_TEST_REDIS_PORT", "56379"))
