@@ -214,7 +214,7 @@ swarm-config: ## Print the stack file this checkout and .env make for the swarm 
 
 .PHONY: test-swarm
 test-swarm: ## The Swarm test alone: a three-node swarm (swarm-nodes), deploy, rolling update, drain, node loss (~10 min; uv)
-	uv run --frozen pytest tests/e2e/test_swarm.py
+	uv run --frozen pytest tests/e2e/full/test_swarm.py
 
 .PHONY: prod-config
 prod-config: ## Check the production overlay against your .env and secret files (names what is missing)

@@ -36,25 +36,6 @@ def segment_end(name: str) -> int:
     return (int(name[8:16], 16) << 32) + (int(name[16:24], 16) + 1) * SEGMENT_BYTES
 
 
-def psql(stack: Stack, sql: str) -> str:
-    return stack.compose(
-        "exec",
-        "-T",
-        "db",
-        "psql",
-        "-XAtq",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-U",
-        "app",
-        "-d",
-        "app",
-        "-c",
-        sql,
-        timeout=3600,
-    ).stdout.strip()
-
-
 def repo_bytes(stack: Stack) -> int:
     out = stack.compose(
         "exec", "-T", "--user", "postgres", "db", "du", "-sb", "/var/lib/pgbackrest"
@@ -124,7 +105,7 @@ def main() -> None:
             )[0].get("backup"),
             within=120,
         )
-        timeout = psql(stack, "SHOW archive_timeout")
+        timeout = stack.psql("SHOW archive_timeout", timeout=3600)
         # A trickle (segments close by archive_timeout) and a steady stream (segments fill).
         for rate, seconds in ((20.0, lag_seconds), (1000.0, lag_seconds / 2)):
             lags = asyncio.run(archive_lag(seconds, rate))
@@ -137,14 +118,14 @@ def main() -> None:
 
         started = time.monotonic()
         target = int(gigabytes * 1024**3)
-        psql(stack, "CREATE TABLE big (id bigint, pad text)")
-        while int(psql(stack, "SELECT pg_database_size('app')")) < target:
-            psql(
-                stack,
+        stack.psql("CREATE TABLE big (id bigint, pad text)", timeout=3600)
+        while int(stack.psql("SELECT pg_database_size('app')", timeout=3600)) < target:
+            stack.psql(
                 "INSERT INTO big SELECT g, md5(g::text) || repeat(md5(random()::text), 3) "
                 "FROM generate_series(1, 2000000) g",
+                timeout=3600,
             )
-        db_bytes = int(psql(stack, "SELECT pg_database_size('app')"))
+        db_bytes = int(stack.psql("SELECT pg_database_size('app')", timeout=3600))
         print(
             f"[backups] generated {db_bytes / 1024**3:.2f} GB in {time.monotonic() - started:.0f} s"
         )
@@ -165,7 +146,7 @@ def main() -> None:
             f"[backups] full backup of {db_bytes / 1024**3:.2f} GB: {time.monotonic() - started:.0f} s"
         )
         started = time.monotonic()
-        psql(stack, "UPDATE big SET pad = pad || 'x' WHERE id % 100 = 0")
+        stack.psql("UPDATE big SET pad = pad || 'x' WHERE id % 100 = 0", timeout=3600)
         stack.compose(
             "exec",
             "-T",

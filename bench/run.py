@@ -338,16 +338,6 @@ class BenchStack(Stack):
     files: tuple[str, ...] = ("compose.yaml", "bench/compose.bench.yaml")
     env: dict[str, str] = field(default_factory=lambda: dict(ENV))
 
-    def psql(self, sql: str) -> str:
-        return self.compose(
-            "exec",
-            "-T",
-            "db",
-            "sh",
-            "-c",
-            f'psql -qtA -U "$POSTGRES_USER" "$POSTGRES_DB" -c "{sql}"',
-        ).stdout.strip()
-
     def db_sessions(self) -> int:
         """Connections PostgreSQL has accepted so far: the difference over a run is the
         connections the api had to open (and authenticate) during it."""

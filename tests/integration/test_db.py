@@ -10,8 +10,6 @@ from sqlalchemy import event, text
 from api.db import PING_AFTER_IDLE_SECONDS, create_engine, create_sessions
 from core.settings import get_settings
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture
 async def engine(stack):

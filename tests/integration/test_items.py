@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
-pytestmark = pytest.mark.integration
-
 
 async def make(client, auth, **body):
     r = await client.post("/items", json={"name": "widget", **body}, headers=auth)

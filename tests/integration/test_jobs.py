@@ -5,13 +5,9 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import pytest
-
-from tests.integration.conftest import wait_for_job
+from tests.support.jobs import wait_for_job
 from tests.support.stack import run
 from worker.compute import iterated_sha256
-
-pytestmark = pytest.mark.integration
 
 
 async def test_job_runs_and_gives_the_deterministic_result(client, auth):

@@ -9,14 +9,11 @@ import time
 import uuid
 
 import psycopg
-import pytest
 from sqlalchemy import text
 
 from api.db import MIGRATION_LOCK_ID, head_revision
 from core.settings import get_settings
 from tests.support.stack import wait_until
-
-pytestmark = pytest.mark.integration
 
 
 async def test_ready_when_everything_is_up(client):

@@ -12,9 +12,8 @@ import pytest
 import yaml
 
 from core.settings import Settings
-from tests.static.test_compose import PROD, PROD_SECRETS
 from tests.support import ROOT
-from tests.support.compose_config import compose_config
+from tests.support.compose_config import PROD, PROD_SECRETS, compose_config
 from tests.support.observability import (
     OBSERVABILITY,
     alert_rules,

@@ -10,6 +10,9 @@ from typing import Any
 from tests.support import ROOT
 from tests.support.stack import run
 
+PROD = ("compose.yaml", "compose.prod.yaml")
+# What production needs in its environment; its secrets are files (SECRETS_DIR).
+PROD_SECRETS = {"ACME_EMAIL": "ops@example.com", "API_DOMAIN": "api.example.com"}
 # Each service gets the secret files it uses, and no other.
 SECRETS_BY_SERVICE = {
     "db": {"postgres_password", "pgbackrest_cipher_pass"},

@@ -7,12 +7,8 @@ from __future__ import annotations
 import os
 import re
 
-import pytest
-
 from api.db import head_revision
 from tests.support import stack as stack_module
-
-pytestmark = pytest.mark.e2e
 
 VERSIONS = stack_module.ROOT / "api" / "migrations" / "versions"
 MESSAGE = "kit e2e revision check"

@@ -19,8 +19,6 @@ from api.schemas import JOB_MAX_COST
 from core.settings import Settings
 from tests.support.stack import container_url
 
-pytestmark = pytest.mark.e2e
-
 EXAMPLES = 30
 # Fixed: the fuzzer's jobs must not keep the stack's worker busy for the tests after this one.
 FUZZ_JOB_COST = 1_000

@@ -27,8 +27,6 @@ from tests.support.lambda_runtime import RuntimeAPI
 from tests.support.load import cycle, get, slow_post, steady_load
 from tests.support.stack import PID1_CHILDREN, ROOT, Stack, run, wait_until
 
-pytestmark = pytest.mark.e2e
-
 # What the platforms' containers get: the stack's services by name, the app's least-privileged
 # role, the development secrets of the test stack (ENVIRONMENT=test).
 PLATFORM_ENV = {

@@ -27,8 +27,6 @@ from tests.support import stack as stack_module
 from tests.support.compose_config import SECRETS_BY_SERVICE
 from tests.support.stack import Stack, run, wait_until
 
-pytestmark = pytest.mark.e2e
-
 # Overridable, so a second copy of this test can run beside another on one engine.
 HTTPS_PORT = int(os.environ.get("KIT_SEC_TEST_HTTPS_PORT", "48443"))
 HTTP_PORT = HTTPS_PORT - 363

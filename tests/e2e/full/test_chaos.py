@@ -17,8 +17,6 @@ from tests.support import stack as stack_module
 from tests.support.load import LoadResult, cycle, get, post, steady_load
 from tests.support.stack import container_url, wait_until
 
-pytestmark = pytest.mark.e2e
-
 CLIENTS = 32
 WARM_UP = 3.0
 SETTLE = 3.0
