@@ -12,13 +12,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shlex
 import statistics
 import time
 
 import asyncpg
 
-from tests.support.stack import Stack, compose_env, run, wait_until
+from tests.support.stack import Stack, wait_until
 
 DB_PORT = 55732
 # The development stack's owner role (compose.yaml's defaults), on a loopback port.
@@ -179,15 +178,8 @@ def main() -> None:
             f"newest full backup {full['info']['repository']['delta'] / 1024**3:.2f} GB compressed"
         )
 
-        compose = shlex.join(
-            ["docker", "compose", "-p", stack.project, *[a for f in FILES for a in ("-f", f)]]
-        )
         started = time.monotonic()
-        out = run(
-            ["make", "--no-print-directory", "restore", "YES=1", f"COMPOSE={compose}"],
-            env=compose_env(**stack.env),
-            timeout=3600,
-        )
+        out = stack.make("restore", "YES=1", timeout=3600)
         print(
             f"[backups] make restore (latest, --delta over the live data directory): "
             f"{time.monotonic() - started:.0f} s in all; {out.stdout.strip().splitlines()[-1]}"

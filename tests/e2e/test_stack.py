@@ -228,19 +228,16 @@ def test_scale_to_three_replicas_all_answer(http, stack):
 def test_dump_and_restore_round_trip(http, auth, stack, tmp_path):
     """make dump, lose data, make restore FILE=: the data is back, and no stale cache hides it.
     (The pgBackRest path, make backup and make restore TIME=, is tests/e2e/full/test_backups.py.)"""
-    compose = f"docker compose -p {stack.project} " + " ".join(f"-f {f}" for f in stack.files)
     kept = http.post("/items", json={"name": "in the dump"}, headers=auth).json()
     dump = tmp_path / "round-trip.dump"
-    stack_module.run(["make", "--no-print-directory", "dump", f"COMPOSE={compose}", f"FILE={dump}"])
+    stack.make("dump", f"FILE={dump}")
     assert dump.stat().st_size > 1000
 
     http.delete(f"/items/{kept['id']}", headers=auth)
     later = http.post("/items", json={"name": "after the dump"}, headers=auth).json()
     assert http.get(f"/items/{kept['id']}").status_code == 404
 
-    stack_module.run(
-        ["make", "--no-print-directory", "restore", f"COMPOSE={compose}", f"FILE={dump}"]
-    )
+    stack.make("restore", f"FILE={dump}")
     restored = http.get(f"/items/{kept['id']}")
     assert restored.status_code == 200
     assert restored.json()["name"] == "in the dump"
