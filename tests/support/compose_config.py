@@ -48,4 +48,5 @@ def run_config(
 
 def compose_config(*files: str, **env: str) -> dict[str, Any]:
     # check: a failure raises with the tails of compose's stdout and stderr.
-    return json.loads(run_config(*files, env=clean_env(**env), check=True).stdout)
+    config: dict[str, Any] = json.loads(run_config(*files, env=clean_env(**env), check=True).stdout)
+    return config

@@ -21,9 +21,14 @@ def poll_job(
 ) -> dict[str, Any]:
     """Poll get_job() (a job's JSON body) until its state is one of states; that body. The e2e
     tests give it a GET over HTTP: `poll_job(lambda: http.get(location).json(), ...)`."""
-    return wait_until(
-        lambda: (body := get_job())["state"] in states and body, within=within, every=every
-    )
+
+    def finished() -> dict[str, Any] | None:
+        body = get_job()
+        return body if body["state"] in states else None
+
+    done = wait_until(finished, within=within, every=every)
+    assert done is not None  # wait_until returns only something true
+    return done
 
 
 class _Body(Protocol):

@@ -234,11 +234,12 @@ class Stack:
         return out
 
     def inspect(self, container: str) -> dict[str, Any]:
-        return json.loads(run(["docker", "inspect", container]).stdout)[0]
+        inspected: list[dict[str, Any]] = json.loads(run(["docker", "inspect", container]).stdout)
+        return inspected[0]
 
     def health(self, container: str) -> str:
         state = self.inspect(container)["State"]
-        return state.get("Health", {}).get("Status", state["Status"])
+        return str(state.get("Health", {}).get("Status", state["Status"]))
 
     def wait_healthy(self, service: str, timeout: float = 120) -> list[str]:
         deadline = time.monotonic() + timeout
