@@ -13,7 +13,7 @@ import pytest
 
 from core.settings import get_settings
 from tests.support import stack as stack_module
-from tests.support.auth import auth_headers
+from tests.support.auth import Headers, auth_headers
 
 TESTS = Path(__file__).parent
 
@@ -60,7 +60,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="module")
-def auth() -> dict[str, str]:
+def auth() -> Headers:
     """Headers for a write (POST, PUT, DELETE): a token signed with the development key, which
     the in-process app and the test stack use. Per module: a token lasts JWT_TTL_SECONDS."""
     return auth_headers(get_settings(), "tests")
