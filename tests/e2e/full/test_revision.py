@@ -8,9 +8,9 @@ import os
 import re
 
 from api.db import head_revision
-from tests.support import stack as stack_module
+from tests.support import ROOT
 
-VERSIONS = stack_module.ROOT / "api" / "migrations" / "versions"
+VERSIONS = ROOT / "api" / "migrations" / "versions"
 MESSAGE = "kit e2e revision check"
 
 

@@ -26,6 +26,7 @@ import httpx
 import pytest
 
 from core.settings import Settings
+from tests.support import ROOT
 from tests.support import stack as stack_module
 from tests.support.auth import auth_headers
 from tests.support.deploy import SECRETS, SSH_PORT, Workspace, commit_release, deploy_checkout
@@ -34,9 +35,7 @@ from tests.support.load import cycle, get, post, steady_load
 from tests.support.stack import make, run, wait_until
 
 SWARM_NODES = Path(
-    os.environ.get(
-        "KIT_SWARM_NODES", stack_module.ROOT.parent / "shared" / "docker" / "swarm-nodes"
-    )
+    os.environ.get("KIT_SWARM_NODES", ROOT.parent / "shared" / "docker" / "swarm-nodes")
 )
 STACK = "kit"
 APP_IMAGE = "kit-swarm-test"
