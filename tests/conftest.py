@@ -53,7 +53,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     first; the sort is stable, keeping unit and static first (testpaths)."""
     markers = {line.split(":")[0].strip() for line in config.getini("markers")}
     for item in items:
-        for folder in item.path.relative_to(TESTS).parts[:-1]:
+        folders = item.path.relative_to(TESTS).parts[:-1] if item.path.is_relative_to(TESTS) else ()
+        for folder in folders:
             if folder in markers:
                 item.add_marker(folder)
     items.sort(key=lambda item: item.get_closest_marker("full") is not None)
