@@ -75,8 +75,14 @@ token: ## Print a bearer token for writes: make token SUBJECT=alice
 scale: ## Run REPLICAS api containers behind Traefik: make scale REPLICAS=3
 	$(COMPOSE) up -d --wait --no-recreate --scale api=$(REPLICAS) api
 
+# The tier is the folder: tests/e2e/full/ is marked `full` (tests/conftest.py), and only
+# test-all runs it.
 .PHONY: test
-test: ## Unit, integration and end-to-end tests against a real stack (uv)
+test: ## Before a commit: unit, static, integration and the stack's e2e checks (uv)
+	uv run --frozen pytest -m "not full"
+
+.PHONY: test-all
+test-all: ## Everything CI runs: make test, then chaos, security, deploy, backups, Swarm... (uv)
 	uv run --frozen pytest
 
 .PHONY: test-fast
@@ -221,7 +227,7 @@ swarm-config: ## Print the stack file this checkout and .env make for the swarm 
 
 .PHONY: test-swarm
 test-swarm: ## The Swarm test alone: a three-node swarm (swarm-nodes), deploy, rolling update, drain, node loss (~10 min; uv)
-	uv run --frozen pytest tests/e2e/test_swarm.py
+	uv run --frozen pytest tests/e2e/full/test_swarm.py
 
 .PHONY: prod-config
 prod-config: ## Check the production overlay against your .env and secret files (names what is missing)

@@ -12,13 +12,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shlex
 import statistics
 import time
 
 import asyncpg
 
-from tests.stack import Stack, compose_env, run, wait_until
+from tests.support.stack import Stack, wait_until
 
 DB_PORT = 55732
 # The development stack's owner role (compose.yaml's defaults), on a loopback port.
@@ -34,25 +33,6 @@ def lsn(text: str) -> int:
 
 def segment_end(name: str) -> int:
     return (int(name[8:16], 16) << 32) + (int(name[16:24], 16) + 1) * SEGMENT_BYTES
-
-
-def psql(stack: Stack, sql: str) -> str:
-    return stack.compose(
-        "exec",
-        "-T",
-        "db",
-        "psql",
-        "-XAtq",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-U",
-        "app",
-        "-d",
-        "app",
-        "-c",
-        sql,
-        timeout=3600,
-    ).stdout.strip()
 
 
 def repo_bytes(stack: Stack) -> int:
@@ -123,7 +103,7 @@ def main() -> None:
             )[0].get("backup"),
             within=120,
         )
-        timeout = psql(stack, "SHOW archive_timeout")
+        timeout = stack.psql("SHOW archive_timeout", timeout=3600)
         # A trickle (segments close by archive_timeout) and a steady stream (segments fill).
         for rate, seconds in ((20.0, lag_seconds), (1000.0, lag_seconds / 2)):
             lags = asyncio.run(archive_lag(seconds, rate))
@@ -136,14 +116,14 @@ def main() -> None:
 
         started = time.monotonic()
         target = int(gigabytes * 1024**3)
-        psql(stack, "CREATE TABLE big (id bigint, pad text)")
-        while int(psql(stack, "SELECT pg_database_size('app')")) < target:
-            psql(
-                stack,
+        stack.psql("CREATE TABLE big (id bigint, pad text)", timeout=3600)
+        while int(stack.psql("SELECT pg_database_size('app')", timeout=3600)) < target:
+            stack.psql(
                 "INSERT INTO big SELECT g, md5(g::text) || repeat(md5(random()::text), 3) "
                 "FROM generate_series(1, 2000000) g",
+                timeout=3600,
             )
-        db_bytes = int(psql(stack, "SELECT pg_database_size('app')"))
+        db_bytes = int(stack.psql("SELECT pg_database_size('app')", timeout=3600))
         print(
             f"[backups] generated {db_bytes / 1024**3:.2f} GB in {time.monotonic() - started:.0f} s"
         )
@@ -165,7 +145,7 @@ def main() -> None:
             f"{time.monotonic() - started:.0f} s"
         )
         started = time.monotonic()
-        psql(stack, "UPDATE big SET pad = pad || 'x' WHERE id % 100 = 0")
+        stack.psql("UPDATE big SET pad = pad || 'x' WHERE id % 100 = 0", timeout=3600)
         stack.compose(
             "exec",
             "-T",
@@ -200,15 +180,8 @@ def main() -> None:
             f"newest full backup {full['info']['repository']['delta'] / 1024**3:.2f} GB compressed"
         )
 
-        compose = shlex.join(
-            ["docker", "compose", "-p", stack.project, *[a for f in FILES for a in ("-f", f)]]
-        )
         started = time.monotonic()
-        out = run(
-            ["make", "--no-print-directory", "restore", "YES=1", f"COMPOSE={compose}"],
-            env=compose_env(**stack.env),
-            timeout=3600,
-        )
+        out = stack.make("restore", "YES=1", timeout=3600)
         print(
             f"[backups] make restore (latest, --delta over the live data directory): "
             f"{time.monotonic() - started:.0f} s in all; {out.stdout.strip().splitlines()[-1]}"

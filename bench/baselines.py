@@ -16,7 +16,8 @@ from bench.config import (
 )
 from bench.containers import wait_http
 from bench.stack import BenchStack
-from tests.stack import ROOT, compose_env, container_url, run
+from tests.support import ROOT
+from tests.support.stack import compose_env, container_url, run
 
 
 def docker_run(name: str, image: str, *args: str, command: tuple[str, ...] = ()) -> None:

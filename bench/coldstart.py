@@ -4,7 +4,7 @@
 - Cloud Run mode: the same image with one CPU and PORT=8080, to the first 200.
 - Lambda: the `lambda` target, container start to its first poll of the Runtime API (the
   import of api.main and the app's lifespan: Lambda's init duration), against the stand-in in
-  tests/lambda_runtime.py.
+  tests/support/lambda_runtime.py.
 
 With BASELINE=<git ref>, the same three for the images built from that revision, alternating
 with this tree's, and the ratios (baseline / this). Needs no stack: /health and the Lambda init
@@ -29,8 +29,9 @@ from pathlib import Path
 import httpx
 
 from bench.containers import address_on
-from tests.lambda_runtime import RuntimeAPI
-from tests.stack import ROOT, run
+from tests.support import ROOT
+from tests.support.lambda_runtime import RuntimeAPI
+from tests.support.stack import run
 
 STARTS = int(os.environ.get("COLDSTART_STARTS", "10"))
 NETWORK = "kit-coldstart"

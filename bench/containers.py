@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 
 from bench import figures
-from tests.stack import run, wait_until
+from tests.support.stack import run, wait_until
 
 
 def cpu_counter_files(container: str) -> list[Path]:

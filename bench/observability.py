@@ -26,11 +26,12 @@ from pathlib import Path
 
 import httpx
 
-from api.auth import WRITE_SCOPE, issue_token
 from bench.config import NO_RATE_LIMIT
 from bench.wrk import wrk
 from core.settings import Settings
-from tests.stack import ROOT, Stack, container_url
+from tests.support import ROOT
+from tests.support.auth import auth_headers
+from tests.support.stack import Stack, container_url
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
@@ -88,12 +89,11 @@ def main() -> None:
     try:
         log("building and starting the stack with the profile")
         stack.compose("up", "-d", "--build", "--wait", "--wait-timeout", "300", timeout=900)
-        token = issue_token(Settings(jwt_secret=Settings().jwt_secret), "bench", [WRITE_SCOPE])
         api = container_url(stack.container_ids("api")[0])
         item = httpx.post(
             f"{api}/items",
             json={"name": "bench", "price_cents": 1},
-            headers={"Authorization": f"Bearer {token}"},
+            headers=auth_headers(Settings(), "bench"),
         ).headers["location"]
         url = f"{api}{item}"
         wrk(url, seconds=3)  # warm-up

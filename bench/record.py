@@ -17,7 +17,7 @@ from typing import Any
 
 from bench.config import BASE_IMAGE, CONNECTIONS, IMAGES, PROJECT, SECONDS
 from bench.stack import BenchStack
-from tests.stack import run
+from tests.support.stack import run
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ from bench.record import git_commit, other_containers
 from bench.report import markdown
 from bench.results import Results, as_json
 from bench.stack import raise_on_sigterm
-from tests.stack import ROOT
+from tests.support import ROOT
 
 
 def write(results: Results, directory: Path, report: str) -> None:

@@ -27,7 +27,7 @@ from bench.config import (
 from bench.containers import address_on
 from bench.figures import Wrk
 from bench.wrk import wrk
-from tests.stack import PID1_CHILDREN, Stack, container_url, run, wait_until
+from tests.support.stack import PID1_CHILDREN, Stack, container_url, run, wait_until
 
 
 @dataclass(frozen=True)
@@ -68,16 +68,6 @@ class BenchStack(Stack):
     env: dict[str, str] = field(default_factory=lambda: dict(ENV))
     # Traefik's HTTPS URL by proxy container: a recreated proxy may get another address.
     proxy_urls: dict[str, str] = field(default_factory=dict)
-
-    def psql(self, sql: str) -> str:
-        return self.compose(
-            "exec",
-            "-T",
-            "db",
-            "sh",
-            "-c",
-            f'psql -qtA -U "$POSTGRES_USER" "$POSTGRES_DB" -c "{sql}"',
-        ).stdout.strip()
 
     def db_sessions(self) -> int:
         """Connections PostgreSQL has accepted so far: the difference over a run is the

@@ -19,7 +19,8 @@ from pathlib import Path
 from bench import figures
 from bench.config import CONNECTIONS, SECONDS
 from bench.figures import Wrk
-from tests.stack import ROOT, CommandFailed
+from tests.support import ROOT
+from tests.support.stack import CommandFailed
 
 PROC_STAT = Path("/proc/stat")
 

@@ -1,15 +1,21 @@
-"""Shared fixtures. The in-process app of the integration tests talks to the test stack's real
-PostgreSQL and Redis (published on loopback by tests/compose.test.yaml), and its jobs are run by
-the stack's real Celery worker. These variables are set before any api module reads them."""
+"""Shared fixtures, and the markers every test gets from its folders. The in-process app of the
+integration tests talks to the test stack's real PostgreSQL and Redis (published on loopback by
+tests/compose.test.yaml), and its jobs are run by the stack's real Celery worker. These variables
+are set before any api module reads them."""
 
 from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import pytest
 
-from tests import stack as stack_module
+from core.settings import get_settings
+from tests.support import stack as stack_module
+from tests.support.auth import Headers, auth_headers
+
+TESTS = Path(__file__).parent
 
 os.environ.setdefault("ENVIRONMENT", "test")
 os.environ.setdefault("POSTGRES_HOST", "127.0.0.1")
@@ -39,6 +45,26 @@ def stack():
     yield the_stack
     if not os.environ.get("KIT_TEST_KEEP"):
         the_stack.down()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Each folder a test sits in that names a marker (pyproject.toml) marks it: tests/e2e/full/
+    gives e2e and full. The full tier runs last, so a run of everything fails on the quick ones
+    first; the sort is stable, keeping unit and static first (testpaths)."""
+    markers = {line.split(":")[0].strip() for line in config.getini("markers")}
+    for item in items:
+        folders = item.path.relative_to(TESTS).parts[:-1] if item.path.is_relative_to(TESTS) else ()
+        for folder in folders:
+            if folder in markers:
+                item.add_marker(folder)
+    items.sort(key=lambda item: item.get_closest_marker("full") is not None)
+
+
+@pytest.fixture(scope="module")
+def auth() -> Headers:
+    """Headers for a write (POST, PUT, DELETE): a token signed with the development key, which
+    the in-process app and the test stack use. Per module: a token lasts JWT_TTL_SECONDS."""
+    return auth_headers(get_settings(), "tests")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

@@ -13,7 +13,8 @@ from pathlib import Path
 from bench.config import API_IMAGE, BASE_IMAGE, WORKER_IMAGE, log
 from bench.containers import image_mib, wait_http
 from bench.stack import BenchStack
-from tests.stack import ROOT, run
+from tests.support import ROOT
+from tests.support.stack import run
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from api.auth import WRITE_SCOPE, issue_token
-from core.settings import Settings
-from tests import stack as stack_module
-from tests.stack import wait_until
-
-pytestmark = pytest.mark.e2e
+from tests.support import stack as stack_module
+from tests.support.stack import wait_until
 
 
 @pytest.fixture(scope="session")
@@ -27,14 +23,3 @@ def http(stack, base_url):
     with httpx.Client(base_url=base_url, headers=headers, verify=False, timeout=10) as client:
         wait_until(lambda: client.get("/ready").status_code == 200, within=60)
         yield client
-
-
-@pytest.fixture(scope="session")
-def auth():
-    # The stack runs with the development JWT secret (no .env), as a fresh clone does.
-    token = issue_token(Settings(jwt_secret=Settings().jwt_secret), "e2e", [WRITE_SCOPE])
-    return {"Authorization": f"Bearer {token}"}
-
-
-def wait_for_job(http, location: str, within: float = 90) -> dict:
-    return stack_module.wait_for_job(lambda: http.get(location).json(), within=within, every=0.5)

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests import stack as stack_module
-from tests.stack import Stack, run, wait_until
+from tests.support import stack as stack_module
+from tests.support.stack import Stack, run, wait_until
 
 pytestmark = pytest.mark.e2e
 

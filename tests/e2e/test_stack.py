@@ -10,12 +10,10 @@ import signal
 import httpx
 import pytest
 
-from tests import stack as stack_module
-from tests.e2e.conftest import wait_for_job
-from tests.stack import PID1_CHILDREN, wait_until
+from tests.support import stack as stack_module
+from tests.support.jobs import poll_job
+from tests.support.stack import PID1_CHILDREN, wait_until
 from worker.compute import iterated_sha256
-
-pytestmark = pytest.mark.e2e
 
 needs_proxy = pytest.mark.skipif(
     not stack_module.image_exists(stack_module.TRAEFIK_IMAGE),
@@ -49,7 +47,7 @@ def test_item_and_cache_paths(http, auth):
 def test_job_path(http, auth):
     r = http.post("/jobs", json={"cost": 50_000, "seed": "e2e"}, headers=auth)
     assert r.status_code == 202
-    done = wait_for_job(http, r.headers["location"])
+    done = poll_job(lambda: http.get(r.headers["location"]).json(), within=90, every=0.5)
     assert done["state"] == "succeeded"
     assert done["result"] == iterated_sha256("e2e", 50_000)
 
@@ -186,7 +184,7 @@ def test_worker_process_killed_mid_job_is_redelivered(http, auth, stack):
         "worker",
         PID1_CHILDREN + "import signal\nfor p in pid1_children(): os.kill(p, signal.SIGKILL)\n",
     )
-    done = wait_for_job(http, location, within=120)
+    done = poll_job(lambda: http.get(location).json(), within=120, every=0.5)
     assert done["state"] == "succeeded"
     assert done["attempts"] >= 2
     assert done["result"] == iterated_sha256("pool-kill", 4_000_000)
@@ -200,7 +198,7 @@ def test_worker_container_killed_mid_job_still_completes(http, auth, stack):
     restarts = stack.inspect(container)["RestartCount"]
     os.kill(pid, signal.SIGKILL)
     wait_until(lambda: stack.inspect(container)["RestartCount"] > restarts, within=60)
-    done = wait_for_job(http, location, within=150)
+    done = poll_job(lambda: http.get(location).json(), within=150, every=0.5)
     assert done["state"] == "succeeded"
     assert done["attempts"] >= 2
     assert done["result"] == iterated_sha256("container-kill", 4_000_000)
@@ -229,20 +227,17 @@ def test_scale_to_three_replicas_all_answer(http, stack):
 
 def test_dump_and_restore_round_trip(http, auth, stack, tmp_path):
     """make dump, lose data, make restore FILE=: the data is back, and no stale cache hides it.
-    (The pgBackRest path, make backup and make restore TIME=, is tests/e2e/test_backups.py.)"""
-    compose = f"docker compose -p {stack.project} " + " ".join(f"-f {f}" for f in stack.files)
+    (The pgBackRest path, make backup and make restore TIME=, is tests/e2e/full/test_backups.py.)"""
     kept = http.post("/items", json={"name": "in the dump"}, headers=auth).json()
     dump = tmp_path / "round-trip.dump"
-    stack_module.run(["make", "--no-print-directory", "dump", f"COMPOSE={compose}", f"FILE={dump}"])
+    stack.make("dump", f"FILE={dump}")
     assert dump.stat().st_size > 1000
 
     http.delete(f"/items/{kept['id']}", headers=auth)
     later = http.post("/items", json={"name": "after the dump"}, headers=auth).json()
     assert http.get(f"/items/{kept['id']}").status_code == 404
 
-    stack_module.run(
-        ["make", "--no-print-directory", "restore", f"COMPOSE={compose}", f"FILE={dump}"]
-    )
+    stack.make("restore", f"FILE={dump}")
     restored = http.get(f"/items/{kept['id']}")
     assert restored.status_code == 200
     assert restored.json()["name"] == "in the dump"

@@ -1,22 +1,20 @@
-"""The app in-process, on the stack's real PostgreSQL and Redis; jobs run by its real worker."""
+"""The app in-process, on the stack's real PostgreSQL and Redis; jobs run by its real worker.
+With `auth` and `stack` (tests/conftest.py), the fixtures a test of an endpoint or a job needs."""
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
-from api.auth import WRITE_SCOPE, issue_token
-from core.settings import get_settings
-from tests import stack as stack_module
-from tests.stack import JOB_FINISHED
-
-pytestmark = pytest.mark.integration
+from tests.support.stack import Stack
 
 
 @pytest.fixture(scope="session")
-async def app(stack):
+async def app(stack: Stack) -> AsyncIterator[FastAPI]:
+    """The kit's app, its lifespan run once per session (engine, Redis, job queue)."""
     from api.main import create_app
 
     application = create_app()
@@ -25,25 +23,8 @@ async def app(stack):
 
 
 @pytest.fixture
-async def client(app):
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """Requests to the app in this process: no server, no network between them."""
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
         yield c
-
-
-@pytest.fixture(scope="session")
-def auth():
-    return {"Authorization": f"Bearer {issue_token(get_settings(), 'tests', [WRITE_SCOPE])}"}
-
-
-async def wait_for_job(client, location: str, within: float = 60, states=JOB_FINISHED):
-    """The shared polling (tests/stack.py), in a worker thread: each poll is sent back to this
-    event loop, which keeps serving the in-process app meanwhile."""
-    loop = asyncio.get_running_loop()
-
-    def get_job() -> dict:
-        return asyncio.run_coroutine_threadsafe(client.get(location), loop).result().json()
-
-    return await asyncio.to_thread(
-        stack_module.wait_for_job, get_job, within=within, every=0.25, states=states
-    )

@@ -5,10 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import pytest
-
-pytestmark = pytest.mark.integration
-
 
 async def test_second_read_is_a_cache_hit(client, auth, app):
     item = (await client.post("/items", json={"name": "c"}, headers=auth)).json()

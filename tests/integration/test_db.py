@@ -11,8 +11,6 @@ from api.engine import PING_AFTER_IDLE_SECONDS, make_async_engine
 from api.pool_queue import make_pool_queue
 from core.settings import get_settings
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture
 async def engine(stack):

@@ -14,8 +14,6 @@ import pytest
 
 from core.settings import get_settings
 
-pytestmark = pytest.mark.integration
-
 
 def _server() -> str:
     return get_settings().database_url_sync.replace("+psycopg", "").rsplit("/", 1)[0]

@@ -11,15 +11,12 @@ import asyncio
 import time
 from datetime import datetime
 
-import pytest
 from sqlalchemy import text
 
 from api.schemas import JOB_MAX_COST
-from tests import stack as stack_module
-from tests.integration.conftest import wait_for_job
+from tests.support import stack as stack_module
+from tests.support.jobs import wait_for_job
 from worker.compute import iterated_sha256
-
-pytestmark = pytest.mark.integration
 
 # The requirement: picked up again within this many seconds of the worker coming back.
 RECOVERY_SECONDS = 60

@@ -9,15 +9,12 @@ import time
 import uuid
 
 import psycopg
-import pytest
 from sqlalchemy import text
 
 from api.migration_lock import MIGRATION_LOCK_ID
 from api.readiness import head_revision
 from core.settings import get_settings
-from tests.stack import wait_until
-
-pytestmark = pytest.mark.integration
+from tests.support.stack import wait_until
 
 
 async def test_ready_when_everything_is_up(client):

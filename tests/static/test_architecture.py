@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import ROOT
+
 KIT_PACKAGES = {"core", "api", "worker"}
 ALLOWED = {"core": {"core"}, "api": {"core", "api"}, "worker": {"core", "worker"}}
 

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import re
 import subprocess
-from pathlib import Path
 
 import pytest
 from pydantic import AliasChoices
 
 from tests.schemas import schema
-from tests.static.compose_config import ROOT, SECRETS_BY_SERVICE, compose_config, run_config
+from tests.support import ROOT
+from tests.support.compose_config import (
+    PROD,
+    PROD_SECRETS,
+    SECRETS_BY_SERVICE,
+    clean_env,
+    compose_config,
+    run_config,
+)
 
-PROD = ("compose.yaml", "compose.prod.yaml")
-# What production needs in its environment; its secrets are files (SECRETS_DIR).
-PROD_SECRETS = {"ACME_EMAIL": "ops@example.com", "API_DOMAIN": "api.example.com"}
 SECRET_VARIABLES = {"POSTGRES_PASSWORD", "POSTGRES_APP_PASSWORD", "REDIS_PASSWORD", "JWT_SECRET"}
 LONG_RUNNING = {"proxy", "api", "worker", "db", "redis", "backup"}
 ONE_SHOT = {"migrate", "proxy-certs"}
@@ -49,8 +53,6 @@ def test_production_secrets_are_files_given_only_where_used(prod):
 @pytest.mark.parametrize("missing", sorted(PROD_SECRETS))
 def test_production_refuses_each_missing_setting_by_name(missing):
     env = {k: v for k, v in PROD_SECRETS.items() if k != missing}
-    from tests.static.compose_config import clean_env
-
     proc = run_config(*PROD, env=clean_env(**env))
     assert proc.returncode != 0
     assert missing in proc.stderr
@@ -213,7 +215,7 @@ def test_env_example_lists_every_variable_the_kit_reads():
 
 
 def test_dockerfile_is_hadolint_clean():
-    hadolint = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "hadolint"
+    hadolint = ROOT / ".venv" / "bin" / "hadolint"
     proc = subprocess.run(
         [str(hadolint) if hadolint.exists() else "hadolint", str(ROOT / "Dockerfile")],
         capture_output=True,

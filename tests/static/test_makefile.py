@@ -10,7 +10,8 @@ import subprocess
 
 import pytest
 
-from tests.static.compose_config import ROOT
+from tests.support import ROOT
+from tests.support.stack import make
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="no make")
 
@@ -18,27 +19,9 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="no make")
 def test_revision_without_a_message_says_how_to_call_it():
     env = {k: v for k, v in os.environ.items() if k != "MESSAGE"}
     # COMPOSE=false: had the check come after a compose command, this would fail differently.
-    proc = subprocess.run(
-        ["make", "--no-print-directory", "revision", "COMPOSE=false"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    proc = make("revision", "COMPOSE=false", env=env, check=False, timeout=30)
     assert proc.returncode == 2
     assert 'usage: make revision MESSAGE="' in proc.stderr
-
-
-def make(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["make", "--no-print-directory", *args],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
 
 
 def test_help_lists_every_target_with_one_line():
@@ -65,7 +48,7 @@ def test_make_secrets_creates_only_what_is_missing(tmp_path):
     secrets = tmp_path / "secrets"
     secrets.mkdir()
     (secrets / "jwt_secret").write_text("kept as it is")
-    first = make("secrets", f"SECRETS_DIR={secrets}")
+    first = make("secrets", f"SECRETS_DIR={secrets}", check=False)
     assert first.returncode == 0, first.stderr
     created = [
         "postgres_password",
@@ -86,7 +69,7 @@ def test_make_secrets_creates_only_what_is_missing(tmp_path):
     assert stat.S_IMODE(secrets.stat().st_mode) == 0o700
     assert {stat.S_IMODE((secrets / name).stat().st_mode) for name in created} == {0o444}
 
-    again = make("secrets", f"SECRETS_DIR={secrets}")
+    again = make("secrets", f"SECRETS_DIR={secrets}", check=False)
     assert again.returncode == 0
     assert "\ncreated " not in f"\n{again.stdout}"
     assert "nothing created" in again.stdout

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from tests.stack import ROOT
+from tests.support import ROOT
 
 # Where a network may be given a subnet, and why: none today. A new entry needs a reason here
 # and a setting the user can change, or `docker compose up` fails on someone's engine.

@@ -12,15 +12,15 @@ import pytest
 import yaml
 
 from core.settings import Settings
-from tests.observability import (
+from tests.support import ROOT
+from tests.support.compose_config import PROD, PROD_SECRETS, compose_config
+from tests.support.observability import (
     OBSERVABILITY,
     alert_rules,
     dashboard_queries,
     dashboards,
     panels,
 )
-from tests.static.compose_config import ROOT, compose_config
-from tests.static.test_compose import PROD, PROD_SECRETS
 
 PROFILE_SERVICES = {
     "prometheus",

@@ -5,7 +5,6 @@ file-provider tree)."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,9 +13,8 @@ from jsonschema import Draft7Validator
 
 from core.settings import Settings
 from tests.schemas import schema
-from tests.static.compose_config import compose_config
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import ROOT
+from tests.support.compose_config import compose_config
 
 
 def _coerce(value: str) -> Any:

@@ -12,7 +12,8 @@ import subprocess
 import pytest
 
 from tests.schemas import schema
-from tests.static.compose_config import ROOT, SECRETS_BY_SERVICE, compose_config
+from tests.support import ROOT
+from tests.support.compose_config import SECRETS_BY_SERVICE, compose_config
 
 FILES = ("compose.yaml", "compose.prod.yaml", "compose.swarm.yaml")
 ENV = {"ACME_EMAIL": "ops@example.com", "API_DOMAIN": "api.example.com"}

@@ -20,6 +20,7 @@ from bench.containers import network_address
 from bench.phases import requests, tuning
 from bench.stack import Measured, Memory
 from bench.wrk import run_wrk
+from tests.support import ROOT
 
 WRK_CLEAN = """\
 Running 8s test @ http://172.30.253.130:8000/items/1
@@ -272,10 +273,9 @@ def test_importing_bench_modules_runs_nothing(module, tmp_path):
         script = tmp_path / tool
         script.write_text(f"#!/bin/sh\necho {tool} >> {calls}\nexit 1\n")
         script.chmod(0o755)
-    root = Path(__file__).resolve().parents[2]
-    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "PYTHONPATH": str(root)}
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
     subprocess.run(
-        [sys.executable, "-c", f"import {module}"], cwd=root, env=env, check=True, timeout=60
+        [sys.executable, "-c", f"import {module}"], cwd=ROOT, env=env, check=True, timeout=60
     )
     assert not calls.exists()
     importlib.import_module(module)  # and in this process, for the coverage of the names

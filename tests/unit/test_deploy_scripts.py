@@ -1,4 +1,4 @@
-"""The deploy scripts' pure parts, run by bash without a server: tests/e2e/test_deploy.py plays
+"""The deploy scripts' pure parts, run by bash without a server: tests/e2e/full/test_deploy.py plays
 the whole deploy against a real sshd and Docker."""
 
 from __future__ import annotations
@@ -15,25 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def shell_function(script: str, name: str) -> str:
-    """One function of a script, as written there (from `name() {` to the `}` that closes it)."""
-    text = (ROOT / script).read_text()
-    match = re.search(rf"^{name}\(\) \{{.*?^\}}$", text, flags=re.S | re.M)
-    assert match, f"{name} not in {script}"
-    return match.group(0)
-
-
-def bash(code: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", code, "bash", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=60,
-    )
+from tests.support import ROOT
+from tests.support.shell import bash, shell_function
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The helpers tests and the benchmark share (tests/stack.py), without Docker."""
+"""The helpers tests and the benchmark share (tests/support/), without Docker."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from tests import stack as stack_module
-from tests.integration.conftest import wait_for_job as await_job
+from tests.support import stack as stack_module
+from tests.support.jobs import poll_job, wait_for_job
 
 
 def test_run_failure_names_the_command_and_keeps_both_tails():
@@ -26,15 +26,15 @@ def test_run_unchecked_returns_the_process():
     assert (proc.returncode, proc.stdout) == (1, "hi\n")
 
 
-def test_wait_for_job_polls_until_finished():
+def test_poll_job_polls_until_finished():
     bodies = iter([{"state": "queued"}, {}, {"state": "running"}, {"state": "succeeded"}])
-    done = stack_module.wait_for_job(lambda: next(bodies), within=5, every=0.01)
+    done = poll_job(lambda: next(bodies), within=5, every=0.01)
     assert done == {"state": "succeeded"}
 
 
-def test_wait_for_job_times_out():
+def test_poll_job_times_out():
     with pytest.raises(TimeoutError):
-        stack_module.wait_for_job(lambda: {"state": "running"}, within=0.05, every=0.01)
+        poll_job(lambda: {"state": "running"}, within=0.05, every=0.01)
 
 
 async def test_async_wait_for_job_polls_through_the_event_loop():
@@ -54,7 +54,7 @@ async def test_async_wait_for_job_polls_through_the_event_loop():
             return Response("succeeded" if len(self.calls) >= 3 else "running")
 
     client = Client()
-    done = await await_job(client, "/jobs/1", within=5)
+    done = await wait_for_job(client, "/jobs/1", within=5)
     assert done == {"state": "succeeded"}
     assert client.calls == ["/jobs/1"] * 3
 

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from api.auth import issue_token
 from api.main import create_app
 from core.settings import Settings
+from tests.support.auth import auth_headers
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +35,9 @@ def client(settings):
 
 
 @pytest.fixture(scope="module")
-def writer(settings):
-    return {"Authorization": f"Bearer {issue_token(settings, 'w', ['write'])}"}
+def auth(settings):
+    """Signed with this app's own key (settings), not the development one."""
+    return auth_headers(settings, "w")
 
 
 def test_write_without_token_is_401_with_challenge(client):
@@ -66,15 +68,15 @@ def test_basic_auth_scheme_is_401(client):
         ({}, "name"),
     ],
 )
-def test_invalid_item_bodies_name_the_field(client, writer, body, field):
-    r = client.post("/items", json=body, headers=writer)
+def test_invalid_item_bodies_name_the_field(client, auth, body, field):
+    r = client.post("/items", json=body, headers=auth)
     assert r.status_code == 422
     assert any(field in err["loc"] for err in r.json()["detail"])
 
 
-def test_malformed_json_is_422(client, writer):
+def test_malformed_json_is_422(client, auth):
     r = client.post(
-        "/items", content=b"{not json", headers={**writer, "Content-Type": "application/json"}
+        "/items", content=b"{not json", headers={**auth, "Content-Type": "application/json"}
     )
     assert r.status_code == 422
     assert "json" in r.text.lower()
@@ -119,41 +121,41 @@ def test_the_page_limit_is_declared_in_the_schema(client):
     ],
 )
 def test_text_postgresql_cannot_store_is_422_naming_the_field(
-    client, writer, method, path, body, field
+    client, auth, method, path, body, field
 ):
     """Sent as raw JSON: "\\u0000" and a lone surrogate are valid JSON escapes."""
     import json
 
     raw = json.dumps(body).replace("\\\\", "\\")
     r = client.request(
-        method, path, content=raw, headers={**writer, "Content-Type": "application/json"}
+        method, path, content=raw, headers={**auth, "Content-Type": "application/json"}
     )
     assert r.status_code == 422, r.text
     assert_validation_error(r, ["body", field], "")
 
 
-def test_bad_job_bodies(client, writer):
-    assert client.post("/jobs", json={"cost": 0}, headers=writer).status_code == 422
-    assert client.post("/jobs", json={"cost": "x"}, headers=writer).status_code == 422
-    r = client.post("/jobs", json={"cost": 10**9}, headers=writer)
+def test_bad_job_bodies(client, auth):
+    assert client.post("/jobs", json={"cost": 0}, headers=auth).status_code == 422
+    assert client.post("/jobs", json={"cost": "x"}, headers=auth).status_code == 422
+    r = client.post("/jobs", json={"cost": 10**9}, headers=auth)
     assert r.status_code == 422
     assert_validation_error(r, ["body", "cost"], "less than or equal to 20000000")
     assert client.get("/jobs/not-a-uuid").status_code == 422
 
 
-def test_body_over_limit_by_content_length_is_413(client, writer):
-    r = client.post("/items", json={"name": "x", "description": "y" * 5000}, headers=writer)
+def test_body_over_limit_by_content_length_is_413(client, auth):
+    r = client.post("/items", json={"name": "x", "description": "y" * 5000}, headers=auth)
     assert r.status_code == 413
     assert "2048 bytes" in r.json()["detail"]
 
 
-def test_chunked_body_over_limit_is_413(client, writer):
+def test_chunked_body_over_limit_is_413(client, auth):
     def chunks():
         for _ in range(10):
             yield b"x" * 1000
 
     r = client.post(
-        "/items", content=chunks(), headers={**writer, "Content-Type": "application/json"}
+        "/items", content=chunks(), headers={**auth, "Content-Type": "application/json"}
     )
     assert r.status_code == 413
 

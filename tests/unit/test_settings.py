@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 import pytest
 from pydantic import AliasChoices, ValidationError
 
 from core import cpus
 from core.settings import DEV_JWT_SECRET, SECRET_FIELDS, Settings
+from tests.support import ROOT
 
 
 def _variables_the_settings_read() -> set[str]:
@@ -532,11 +532,10 @@ def test_a_process_needs_none_of_the_secrets_it_does_not_use(production, monkeyp
 
 def test_the_entry_points_name_their_secrets():
     """The list above is what the code asks for (a source check: importing them starts apps)."""
-    root = Path(__file__).resolve().parents[2]
     sources = {
-        "api": root / "api" / "main.py",
-        "worker": root / "worker" / "app.py",
-        "migrate": root / "api" / "migrate.py",
+        "api": ROOT / "api" / "main.py",
+        "worker": ROOT / "worker" / "app.py",
+        "migrate": ROOT / "api" / "migrate.py",
     }
     for process, path in sources.items():
         call = "require_secrets(" + ", ".join(f'"{n}"' for n in PROCESS_SECRETS[process]) + ")"

@@ -8,11 +8,11 @@ import importlib.util
 import io
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import ROOT
+
 _spec = importlib.util.spec_from_file_location("swarm_render", ROOT / "deploy/swarm/render.py")
 assert _spec and _spec.loader
 render_module = importlib.util.module_from_spec(_spec)

@@ -1,5 +1,5 @@
-"""The Swarm deploy scripts' pure parts, run by bash without a swarm: tests/e2e/test_swarm.py plays
-the whole of make swarm-deploy on a three-node swarm."""
+"""The Swarm deploy scripts' pure parts, run by bash without a swarm:
+tests/e2e/full/test_swarm.py plays the whole of make swarm-deploy on a three-node swarm."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import subprocess
 
 import pytest
 
-from tests.unit.test_deploy_scripts import ROOT, bash, shell_function
+from tests.support import ROOT
+from tests.support.shell import bash, shell_function
 
 ENGINES = (
     shell_function("deploy/swarm/remote-lib.sh", "engines")

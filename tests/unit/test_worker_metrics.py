@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
 from core.settings import Settings
-from tests.unit.test_deploy_scripts import bash, shell_function
+from tests.support.shell import bash, shell_function
 from worker import metrics
 from worker.queue_exporter import (
     SOURCE_DEADLINE_SECONDS,

@@ -7,8 +7,12 @@ import os
 import subprocess
 from typing import Any
 
-from tests.stack import ROOT, run
+from tests.support import ROOT
+from tests.support.stack import run
 
+PROD = ("compose.yaml", "compose.prod.yaml")
+# What production needs in its environment; its secrets are files (SECRETS_DIR).
+PROD_SECRETS = {"ACME_EMAIL": "ops@example.com", "API_DOMAIN": "api.example.com"}
 # Each service gets the secret files it uses, and no other.
 SECRETS_BY_SERVICE = {
     "db": {"postgres_password", "pgbackrest_cipher_pass"},
@@ -44,4 +48,5 @@ def run_config(
 
 def compose_config(*files: str, **env: str) -> dict[str, Any]:
     # check: a failure raises with the tails of compose's stdout and stderr.
-    return json.loads(run_config(*files, env=clean_env(**env), check=True).stdout)
+    config: dict[str, Any] = json.loads(run_config(*files, env=clean_env(**env), check=True).stdout)
+    return config

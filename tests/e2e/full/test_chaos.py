@@ -1,5 +1,5 @@
 """Faults under steady load: the real stack, many keep-alive clients, one fault at a time, and
-counts of what failed, how, and for how long (tests/load.py records every request).
+counts of what failed, how, and for how long (tests/support/load.py records every request).
 
 Each scenario prints its counts (run with -s to see them); docs/resilience.md quotes them.
 """
@@ -13,11 +13,9 @@ import time
 import httpx
 import pytest
 
-from tests import stack as stack_module
-from tests.load import LoadResult, cycle, get, post, steady_load
-from tests.stack import container_url, wait_until
-
-pytestmark = pytest.mark.e2e
+from tests.support import stack as stack_module
+from tests.support.load import LoadResult, cycle, get, post, steady_load
+from tests.support.stack import container_url, wait_until
 
 CLIENTS = 32
 WARM_UP = 3.0

@@ -7,14 +7,10 @@ from __future__ import annotations
 import os
 import re
 
-import pytest
-
 from api.readiness import head_revision
-from tests import stack as stack_module
+from tests.support import ROOT
 
-pytestmark = pytest.mark.e2e
-
-VERSIONS = stack_module.ROOT / "api" / "migrations" / "versions"
+VERSIONS = ROOT / "api" / "migrations" / "versions"
 MESSAGE = "kit e2e revision check"
 
 
@@ -27,20 +23,10 @@ def body(source: str, function: str) -> list[str]:
 
 
 def test_make_revision_autogenerates_in_the_stack_as_the_caller(stack):
-    compose = f"docker compose -p {stack.project} " + " ".join(f"-f {f}" for f in stack.files)
     head = head_revision()
     before = set(VERSIONS.glob("*.py"))
     try:
-        made = stack_module.run(
-            [
-                "make",
-                "--no-print-directory",
-                "revision",
-                f"MESSAGE={MESSAGE}",
-                f"COMPOSE={compose}",
-            ],
-            env=stack_module.compose_env(**stack.env),
-        )
+        made = stack.make("revision", f"MESSAGE={MESSAGE}")
         new = sorted(set(VERSIONS.glob("*.py")) - before)
         assert len(new) == 1, f"{made.stdout}\n{made.stderr}"
         revision = new[0]

@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shlex
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -22,9 +20,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.stack import Stack, compose_env, run, wait_until
-
-pytestmark = pytest.mark.e2e
+from tests.support.stack import Stack, run, wait_until
 
 PROJECT = "kit-bk"
 DB_PORT = 55632
@@ -80,42 +76,9 @@ def bk(secrets_dir: Path) -> Iterator[Stack]:
             stack.down()
 
 
-def compose_command(stack: Stack) -> str:
-    return shlex.join(
-        ["docker", "compose", "-p", stack.project, *[a for f in stack.files for a in ("-f", f)]]
-    )
-
-
-def make(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    return run(
-        ["make", "--no-print-directory", *args, f"COMPOSE={compose_command(stack)}"],
-        env=compose_env(**stack.env),
-        timeout=600,
-    )
-
-
-def psql(stack: Stack, sql: str) -> list[str]:
-    out = stack.compose(
-        "exec",
-        "-T",
-        "db",
-        "psql",
-        "-XAtq",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-U",
-        "app",
-        "-d",
-        "app",
-        "-c",
-        sql,
-    )
-    return out.stdout.split()
-
-
 def ids(stack: Stack, table: str) -> list[int]:
     query = f"SELECT id FROM {table} ORDER BY id"  # noqa: S608 - the tests' own table names
-    return [int(i) for i in psql(stack, query)]
+    return [int(i) for i in stack.psql(query).split()]
 
 
 def pgbackrest_info(stack: Stack) -> dict:
@@ -134,18 +97,18 @@ def backups(stack: Stack) -> list[dict]:
 
 
 def test_restore_to_a_time_then_back_to_the_latest(bk):
-    psql(bk, "CREATE TABLE drill (id int PRIMARY KEY)")
-    psql(bk, "INSERT INTO drill SELECT generate_series(1, 50)")
+    bk.psql("CREATE TABLE drill (id int PRIMARY KEY)")
+    bk.psql("INSERT INTO drill SELECT generate_series(1, 50)")
     time.sleep(1.1)
-    moment = psql(
-        bk, "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US') || '+00'"
-    )[0]
+    moment = bk.psql(
+        "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US') || '+00'"
+    )
     time.sleep(1.1)
-    psql(bk, "INSERT INTO drill SELECT generate_series(51, 100)")
-    psql(bk, "DELETE FROM drill WHERE id <= 10")
+    bk.psql("INSERT INTO drill SELECT generate_series(51, 100)")
+    bk.psql("DELETE FROM drill WHERE id <= 10")
     assert ids(bk, "drill") == list(range(11, 101))
 
-    restored = make(bk, "restore", f"TIME={moment.replace('T', ' ')}", "YES=1")
+    restored = bk.make("restore", f"TIME={moment.replace('T', ' ')}", "YES=1")
     assert "restored to the moment" in restored.stdout, restored.stdout
     assert ids(bk, "drill") == list(range(1, 51)), "exactly the rows at T"
     # The plan named the way back: the timeline the database was on before.
@@ -153,7 +116,7 @@ def test_restore_to_a_time_then_back_to_the_latest(bk):
     api = f"http://127.0.0.1:{bk.published_port('api', 8000)}"
     assert httpx.get(f"{api}/ready", timeout=5).json()["checks"]["archive"] == "ok"
 
-    make(bk, "restore", "TIMELINE=1", "YES=1")
+    bk.make("restore", "TIMELINE=1", "YES=1")
     assert ids(bk, "drill") == list(range(11, 101)), "every row as it was before the first restore"
 
 
@@ -207,7 +170,7 @@ psql -XAtq -h /tmp -U "$POSTGRES_USER" -d app -c 'SELECT id FROM crash ORDER BY 
 
 
 def test_a_database_killed_mid_write_loses_nothing_that_was_archived(bk):
-    psql(bk, "CREATE TABLE crash (id int PRIMARY KEY, pad text)")
+    bk.psql("CREATE TABLE crash (id int PRIMARY KEY, pad text)")
     db = bk.container_ids("db")[0]
     committed: list[tuple[int, int]] = []
     asyncio.run(_write_until_killed(committed, kill_after=6, db=db))
@@ -249,8 +212,8 @@ def _offhost_status(stack: Stack) -> tuple[float, str]:
 
 
 def test_the_offhost_copy_survives_losing_the_servers_disk(bk):
-    psql(bk, "CREATE TABLE offsite (id int PRIMARY KEY)")
-    psql(bk, "INSERT INTO offsite SELECT generate_series(1, 20)")
+    bk.psql("CREATE TABLE offsite (id int PRIMARY KEY)")
+    bk.psql("INSERT INTO offsite SELECT generate_series(1, 20)")
     bk.compose("exec", "-T", "--user", "postgres", "db", "pgbackrest", "check")
     archived_at = time.time()
     wait_until(lambda: _offhost_status(bk) > (archived_at + 1, ""), within=60, every=1)
@@ -276,8 +239,8 @@ def test_the_offhost_copy_survives_losing_the_servers_disk(bk):
     bk.compose("up", "-d", "backup")
     wait_until(lambda: "not overwritten" in bk.logs("backup", tail=200), within=90, every=2)
 
-    make(bk, "backup-fetch")
-    restored = make(bk, "restore", "YES=1")
+    bk.make("backup-fetch")
+    restored = bk.make("restore", "YES=1")
     assert "restored to the latest archived commit" in restored.stdout
     assert ids(bk, "offsite") == list(range(1, 21))
     pushed_at = time.time()
@@ -305,5 +268,5 @@ def test_backup_files_are_the_owners_alone(bk):
 
 def test_make_backup_takes_one_now(bk):
     before = len(backups(bk))
-    make(bk, "backup", "TYPE=incr")
+    bk.make("backup", "TYPE=incr")
     assert len(backups(bk)) == before + 1

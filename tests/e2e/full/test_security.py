@@ -23,11 +23,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests import stack as stack_module
-from tests.stack import ROOT, Stack, run, wait_until
-from tests.static.compose_config import SECRETS_BY_SERVICE
-
-pytestmark = pytest.mark.e2e
+from tests.support import ROOT
+from tests.support import stack as stack_module
+from tests.support.compose_config import SECRETS_BY_SERVICE
+from tests.support.stack import Stack, run, wait_until
 
 # Overridable, so a second copy of this test can run beside another on one engine.
 HTTPS_PORT = int(os.environ.get("KIT_SEC_TEST_HTTPS_PORT", "48443"))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import threading
 import time
@@ -20,11 +19,11 @@ import httpx
 import pytest
 
 from api.readiness import head_revision
-from tests import stack as stack_module
-from tests.load import cycle, get, post, slow_post, steady_load
-from tests.stack import run, wait_for_job, wait_until
-
-pytestmark = pytest.mark.e2e
+from tests.support import stack as stack_module
+from tests.support.deploy import SECRETS, SSH_PORT, Workspace, commit_release, deploy_checkout
+from tests.support.jobs import poll_job
+from tests.support.load import cycle, get, post, slow_post, steady_load
+from tests.support.stack import make, psql, run, wait_until
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -36,7 +35,6 @@ def _parts() -> None:
     )
 
 
-SSH_PORT = int(os.environ.get("KIT_TEST_SSH_PORT", "52222"))
 # Overridable, so a second copy of this test can run beside another on one engine.
 HTTPS_PORT = int(os.environ.get("KIT_DEPLOY_TEST_HTTPS_PORT", "38443"))
 PROJECT = os.environ.get("KIT_DEPLOY_TEST_PROJECT", "kit-deploy")
@@ -45,62 +43,10 @@ API_HOST = {"Host": "api.localhost"}
 # A job that runs through the rollout (a few seconds of the worker's CPU): finished once.
 JOB_COST = 3_000_000
 DRAIN_FILE = "/tmp/kit-deploy-test.drain"  # noqa: S108 - in the api container's tmpfs
-# The production secrets, as files (DEPLOY_SECRETS_DIR): the JWT secret is 32 bytes or more.
-SECRETS = {
-    "postgres_password": "deploy-test-postgres-0b6f2e",
-    "postgres_app_password": "deploy-test-app-4c1d9a",
-    "redis_password": "deploy-test-redis-7e3a51",
-    "jwt_secret": "deploy-test-jwt-secret-0123456789abcdef",
-    "pgbackrest_cipher_pass": "deploy-test-pgbackrest-5d0c7f",
-    # Read only with an off-host copy configured (BACKUP_OFFHOST_HOST), which this test has not.
-    "pgbackrest_ssh_key": "deploy-test-not-a-key",
-}
-BROKEN_HEALTH = 'return JSONResponse({"broken": 1}, 500)'
 READY_PATCH = (
     "return JSONResponse(body, status_code=503 if failed else 200)",
     "return JSONResponse(body, status_code=503)",
 )
-HEALTH_PATCH = (
-    'return JSONResponse({"status": "ok"})',
-    'return JSONResponse({"status": "ok", "release": %s})',
-)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """sshd on 127.0.0.1:SSH_PORT accepting one generated key, for root on this machine."""
-    home = tmp_path_factory.mktemp("sshd")
-    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(home / "host_key")])
-    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(home / "client_key")])
-    shutil.copy(home / "client_key.pub", home / "authorized_keys")
-    config = home / "sshd_config"
-    config.write_text(
-        f"Port {SSH_PORT}\nListenAddress 127.0.0.1\nHostKey {home / 'host_key'}\n"
-        f"AuthorizedKeysFile {home / 'authorized_keys'}\nPermitRootLogin prohibit-password\n"
-        f"PasswordAuthentication no\nStrictModes no\nUsePAM no\nPidFile {home / 'sshd.pid'}\n"
-        "MaxSessions 50\nMaxStartups 50\n"
-    )
-    Path("/run/sshd").mkdir(exist_ok=True)
-    daemon = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)])
-    time.sleep(0.5)
-    assert daemon.poll() is None, "sshd did not start"
-    yield home
-    daemon.terminate()
-    daemon.wait(timeout=10)
-
-
-def deploy_checkout(root: Path, who: str) -> tuple[Path, Path]:
-    """Under root: a clone of this repository to deploy from, committing as `who`, and the
-    production secret files (SECRETS) in a 0700 directory."""
-    source = root / "src"
-    run(["git", "clone", "-q", str(stack_module.ROOT), str(source)])
-    run(["git", "config", "user.email", f"{who.replace(' ', '-')}@example.com"], cwd=source)
-    run(["git", "config", "user.name", who], cwd=source)
-    secrets = root / "secrets"
-    secrets.mkdir(mode=0o700)
-    for name, value in SECRETS.items():
-        (secrets / name).write_text(value)
-    return source, secrets
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +63,7 @@ def workspace(server, tmp_path_factory):
         f"HTTP_PORT={HTTPS_PORT - 360}\nHTTPS_PORT={HTTPS_PORT}\n"
         # The test's clients name no host in TLS (https://127.0.0.1 with a Host header) and no
         # certificate exists for api.localhost here: strict SNI, on in production, would refuse
-        # them. tests/e2e/test_security.py proves it with a certificate.
+        # them. tests/e2e/full/test_security.py proves it with a certificate.
         "PROXY_SNI_STRICT=false\n"
         f"NOFILE_LIMIT={stack_module.compose_env()['NOFILE_LIMIT']}\n"
         # Not the default: the deploy must drain through the api's own setting.
@@ -142,15 +88,15 @@ def workspace(server, tmp_path_factory):
         "APP_IMAGE": f"{PROJECT}-test",
     }
     # The host key: unknown, the deploy refuses to connect; pinned, the one the server has.
-    unpinned = run(["make", "--no-print-directory", "deploy-log"], cwd=source, env=env, check=False)
+    unpinned = make("deploy-log", cwd=source, env=env, check=False)
     assert unpinned.returncode != 0
     assert "host key is not pinned: run make deploy-trust" in unpinned.stderr
-    trusted = run(["make", "--no-print-directory", "deploy-trust", "YES=1"], cwd=source, env=env)
+    trusted = make("deploy-trust", "YES=1", cwd=source, env=env)
     host_key = run(["ssh-keygen", "-lf", str(server / "host_key.pub")]).stdout.split()[1]
     assert host_key in trusted.stdout
     run(["git", "add", "deploy/known_hosts"], cwd=source)
     run(["git", "commit", "-qm", "pin the test server's host key"], cwd=source)
-    yield source, root / "srv", env
+    yield Workspace(source, root / "srv", env)
     srv = root / "srv"
     compose = (
         current_compose(srv) if (srv / "current").exists() else ["docker", "compose", "-p", PROJECT]
@@ -159,26 +105,6 @@ def workspace(server, tmp_path_factory):
     images = run(["docker", "images", "-q", "--filter", f"reference={PROJECT}-test-*"], check=False)
     if images.stdout.split():
         run(["docker", "rmi", "-f", *set(images.stdout.split())], check=False)
-
-
-def make(workspace, *target: str, check=True):
-    source, _, env = workspace
-    # A deploy builds images and waits on health checks: longer than run()'s default allows.
-    return run(
-        ["make", "--no-print-directory", *target], cwd=source, env=env, check=check, timeout=900
-    )
-
-
-def commit_release(source: Path, release: int | str, *, commit: bool = True) -> None:
-    ops = source / "api" / "routes" / "ops.py"
-    text = ops.read_text().replace(BROKEN_HEALTH, HEALTH_PATCH[0])
-    for marker in (HEALTH_PATCH[0], *(HEALTH_PATCH[1] % n for n in range(10))):
-        text = text.replace(marker, HEALTH_PATCH[1] % release)
-    if release == "broken":
-        text = text.replace(HEALTH_PATCH[1] % "broken", BROKEN_HEALTH)
-    ops.write_text(text)
-    if commit:
-        run(["git", "commit", "-q", "-am", f"release {release}"], cwd=source)
 
 
 RELEASE_2_MIGRATION = '''"""deploy test: an index"""
@@ -200,13 +126,8 @@ def downgrade() -> None:
 '''.replace("{head}", str(head_revision()))
 
 
-def _psql(srv: Path, env, sql: str, database: str = "$POSTGRES_DB") -> str:
-    script = f'psql -U "$POSTGRES_USER" -d "{database}" -tAc "{sql}"'
-    return run([*current_compose(srv), "exec", "-T", "db", "sh", "-c", script], env=env).stdout
-
-
 def current_revision(srv: Path, env) -> str:
-    return _psql(srv, env, "SELECT version_num FROM alembic_version").strip()
+    return psql(current_compose(srv), "SELECT version_num FROM alembic_version", env=env)
 
 
 # A deploy's restore point, restored from the server's pgBackRest archive into a scratch data
@@ -348,7 +269,7 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
 
     # Release 1, onto an empty server.
     commit_release(source, 1)
-    make(workspace, "deploy")
+    workspace.make("deploy")
     client = https_client()
     wait_until(lambda: serving_release(client) == 1, within=30)
     release_1 = releases(srv)[-1]
@@ -404,7 +325,7 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
         steady_load(CLIENT_BASE, traffic, headers=API_HOST, connections=8, rate=60) as users,
     ):
         time.sleep(2)
-        deployed = make(workspace, "deploy")
+        deployed = workspace.make("deploy")
         wait_until(lambda: load.releases_seen[-1] == 2, within=30)
         time.sleep(2)
     assert set(load.outcomes) == {"200"}, (
@@ -413,7 +334,7 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
     assert load.outcomes["200"] > 100
     assert users.failures() == [], f"{users.kinds()}\n{proxy_log(srv, env)}"
     assert sum(o.method == "POST" and o.ok for o in users.outcomes) > 20
-    done = wait_for_job(lambda: client.get(job.headers["location"]).json(), within=120, every=0.5)
+    done = poll_job(lambda: client.get(job.headers["location"]).json(), within=120, every=0.5)
     assert (done["state"], done["attempts"]) == ("succeeded", 1), done
     # Old and new serve side by side while the new ones prove healthy; then only the new.
     assert load.releases_seen[0] == 1
@@ -436,7 +357,7 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
     (source / "api" / "dirty-marker.txt").write_text("untracked\n")
     env["DEPLOY_ALLOW_DIRTY"] = "1"
     with SteadyLoad() as load:
-        failed = make(workspace, "deploy", check=False)
+        failed = workspace.make("deploy", check=False)
     del env["DEPLOY_ALLOW_DIRTY"]
     assert failed.returncode != 0
     assert "unhealthy" in failed.stderr or "not healthy" in failed.stderr, failed.stderr
@@ -453,7 +374,7 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
     run(["git", "commit", "-q", "-am", "release broken"], cwd=source)
 
     # Roll back to release 1 by name.
-    rolled_back = make(workspace, "rollback", f"RELEASE={release_1}")
+    rolled_back = workspace.make("rollback", f"RELEASE={release_1}")
     # Migrations are not undone; it names the point from before the migrations of the release
     # it left, should one have destroyed data.
     assert f"make restore POINT=before-{release_2}" in rolled_back.stderr
@@ -469,15 +390,15 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
     (srv / "deploy.lock").mkdir()
     (srv / "deploy.lock" / "owner").write_text("alice@laptop since 2026-11-22T10:00:00Z\n")
     env["DEPLOY_LOCK_TIMEOUT"] = "3"
-    locked = make(workspace, "deploy", check=False)
+    locked = workspace.make("deploy", check=False)
     assert locked.returncode != 0
     assert "alice@laptop" in locked.stderr
-    broken = make(workspace, "deploy-unlock")
+    broken = workspace.make("deploy-unlock")
     assert "lock held by alice@laptop" in broken.stderr
     assert not (srv / "deploy.lock").exists()
 
     # The log: every deploy, with who, release and result, in order.
-    log = make(workspace, "deploy-log").stdout.splitlines()
+    log = workspace.make("deploy-log").stdout.splitlines()
     results = [line.split("\t")[1] for line in log]
     assert results == ["success", "success", "failed", "rollback"], log
     assert all("\tdeploy-test\t" in line for line in log)
@@ -503,7 +424,7 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
     try:
         wait_until(lambda: (srv / "deploy.lock" / "owner").exists(), within=300, every=0.2)
         holder = (srv / "deploy.lock" / "owner").read_text()
-        second = make(workspace, "deploy", check=False)
+        second = workspace.make("deploy", check=False)
         assert second.returncode != 0
         assert "another deploy holds the lock: deploy-test" in second.stderr, second.stderr
         assert first.poll() is None, "the first deploy ended before the second tried"
@@ -520,7 +441,7 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
     ops.write_text(ops.read_text().replace(READY_PATCH[0], READY_PATCH[1]))
     commit_release(source, 5)
     with SteadyLoad() as load:
-        refused = make(workspace, "deploy", check=False)
+        refused = workspace.make("deploy", check=False)
         wait_until(lambda: serving_release(client) == 4, within=60)
         time.sleep(2)
     assert refused.returncode != 0
@@ -528,7 +449,7 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
     assert set(load.outcomes) == {"200"}, f"{load.outcomes}\n{proxy_log(srv, env)}"
     assert set(load.releases_seen) <= {4, 5}
     assert load.releases_seen[-1] == 4
-    last = make(workspace, "deploy-log").stdout.splitlines()[-1].split("\t")
+    last = workspace.make("deploy-log").stdout.splitlines()[-1].split("\t")
     assert last[1] == "rolled-back", last
 
 
@@ -538,7 +459,7 @@ def test_make_scale_on_the_server_starts_production_containers(workspace, server
     source, srv, _ = workspace
     if not (srv / "current").exists():  # run on its own: a release first
         commit_release(source, 1)
-        make(workspace, "deploy")
+        workspace.make("deploy")
     release = (srv / "current").resolve().name
     replicas = len(api_containers())
     assert replicas >= 1

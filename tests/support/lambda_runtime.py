@@ -1,6 +1,6 @@
 """A stand-in for the Lambda Runtime API, as AWS serves it to a function's container: the
 runtime interface client asks for the next event (a long poll), then posts its response or its
-error. Used by the platform tests (tests/e2e/test_platforms.py) and the cold-start bench."""
+error. Used by the platform tests (tests/e2e/full/test_platforms.py) and the cold-start bench."""
 
 from __future__ import annotations
 

@@ -23,11 +23,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.lambda_runtime import RuntimeAPI
-from tests.load import cycle, get, slow_post, steady_load
-from tests.stack import PID1_CHILDREN, ROOT, Stack, run, wait_until
-
-pytestmark = pytest.mark.e2e
+from tests.support.lambda_runtime import RuntimeAPI
+from tests.support.load import cycle, get, slow_post, steady_load
+from tests.support.stack import PID1_CHILDREN, ROOT, Stack, run, wait_until
 
 # What the platforms' containers get: the stack's services by name, the app's least-privileged
 # role, the development secrets of the test stack (ENVIRONMENT=test).

@@ -17,9 +17,7 @@ from schemathesis import GenerationMode
 from api.main import create_app
 from api.schemas import JOB_MAX_COST
 from core.settings import Settings
-from tests.stack import container_url
-
-pytestmark = pytest.mark.e2e
+from tests.support.stack import container_url
 
 EXAMPLES = 30
 # Fixed: the fuzzer's jobs must not keep the stack's worker busy for the tests after this one.

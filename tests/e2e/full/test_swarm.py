@@ -25,24 +25,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.auth import WRITE_SCOPE, issue_token
 from core.settings import Settings
-from tests import stack as stack_module
-from tests.e2e.test_deploy import (  # noqa: F401 - server: a fixture
-    SECRETS,
-    commit_release,
-    deploy_checkout,
-    server,
-)
-from tests.load import cycle, get, post, steady_load
-from tests.stack import run, wait_until
-
-pytestmark = pytest.mark.e2e
+from tests.support import ROOT
+from tests.support import stack as stack_module
+from tests.support.auth import auth_headers
+from tests.support.deploy import SECRETS, SSH_PORT, Workspace, commit_release, deploy_checkout
+from tests.support.jobs import poll_job
+from tests.support.load import cycle, get, post, steady_load
+from tests.support.stack import make, run, wait_until
 
 SWARM_NODES = Path(
-    os.environ.get(
-        "KIT_SWARM_NODES", stack_module.ROOT.parent / "shared" / "docker" / "swarm-nodes"
-    )
+    os.environ.get("KIT_SWARM_NODES", ROOT.parent / "shared" / "docker" / "swarm-nodes")
 )
 STACK = "kit"
 APP_IMAGE = "kit-swarm-test"
@@ -144,7 +137,7 @@ def swarm(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def workspace(swarm, server, tmp_path_factory):  # noqa: F811 - the fixture imported above
+def workspace(swarm, server, tmp_path_factory):
     root = tmp_path_factory.mktemp("swarm")
     source, secrets = deploy_checkout(root, "swarm test")
     env_file = root / "production.env"
@@ -165,7 +158,7 @@ def workspace(swarm, server, tmp_path_factory):  # noqa: F811 - the fixture impo
     env = {
         **stack_module.compose_env(),
         "DEPLOY_HOST": "root@127.0.0.1",
-        "DEPLOY_PORT": str(int(os.environ.get("KIT_TEST_SSH_PORT", "52222"))),
+        "DEPLOY_PORT": str(SSH_PORT),
         "DEPLOY_PATH": str(root / "srv"),
         "DEPLOY_ENV_FILE": str(env_file),
         "DEPLOY_SECRETS_DIR": str(secrets),
@@ -179,22 +172,15 @@ def workspace(swarm, server, tmp_path_factory):  # noqa: F811 - the fixture impo
         "SWARM_DOCKER_HOST": swarm["manager"],
         "SWARM_ENGINES": " ".join(f"{n}=tcp://{ip}:2375" for n, ip in sorted(ips.items())),
     }
-    run(["make", "--no-print-directory", "deploy-trust", "YES=1"], cwd=source, env=env)
+    make("deploy-trust", "YES=1", cwd=source, env=env)
     run(["git", "add", "deploy/known_hosts"], cwd=source)
     run(["git", "commit", "-qm", "pin the test server's host key"], cwd=source)
-    yield source, root, env
+    yield Workspace(source, root / "srv", env)
     (root / "swarm-figures.json").write_text(json.dumps(FIGURES, indent=2))
     print("\nswarm figures:", json.dumps(FIGURES, indent=2))
     images = run(["docker", "images", "-q", "--filter", f"reference={APP_IMAGE}-*"], check=False)
     if images.stdout.split():
         run(["docker", "rmi", "-f", *set(images.stdout.split())], check=False)
-
-
-def make(workspace, *target: str, check: bool = True):
-    source, _, env = workspace
-    return run(
-        ["make", "--no-print-directory", *target], cwd=source, env=env, check=check, timeout=900
-    )
 
 
 @pytest.fixture(scope="module")
@@ -209,9 +195,9 @@ def client(base_url):
 
 
 @pytest.fixture(scope="module")
-def writer():
-    token = issue_token(Settings(jwt_secret=SECRETS["jwt_secret"]), "swarm", [WRITE_SCOPE])
-    return {"Authorization": f"Bearer {token}"}
+def auth():
+    """Signed with the swarm's own key (the deploy's secret file), not the development one."""
+    return auth_headers(Settings(jwt_secret=SECRETS["jwt_secret"]), "swarm")
 
 
 def service_tasks(swarm, service: str) -> list[tuple[str, str]]:
@@ -247,10 +233,10 @@ def job_nodes(swarm, job_ids: set[str]) -> dict[str, str]:
     return found
 
 
-def submit_jobs(client, writer, count: int, seed: str) -> list[str]:
+def submit_jobs(client, auth, count: int, seed: str) -> list[str]:
     locations = []
     for i in range(count):
-        r = client.post("/jobs", json={"cost": JOB_COST, "seed": f"{seed}-{i}"}, headers=writer)
+        r = client.post("/jobs", json={"cost": JOB_COST, "seed": f"{seed}-{i}"}, headers=auth)
         assert r.status_code == 202, r.text
         locations.append(r.headers["location"])
     return locations
@@ -259,11 +245,7 @@ def submit_jobs(client, writer, count: int, seed: str) -> list[str]:
 def finished(client, locations: list[str], within: float = 240) -> list[dict]:
     bodies = []
     for location in locations:
-        bodies.append(
-            stack_module.wait_for_job(
-                lambda loc=location: client.get(loc).json(), within=within, every=1
-            )
-        )
+        bodies.append(poll_job(lambda loc=location: client.get(loc).json(), within=within, every=1))
     return bodies
 
 
@@ -271,14 +253,14 @@ def serving_release(client):
     return client.get("/health").json().get("release")
 
 
-def test_swarm_deploy_update_rollback_drain_node_loss(swarm, workspace, client, writer, base_url):
-    source, root = workspace[0], workspace[1]
+def test_swarm_deploy_update_rollback_drain_node_loss(swarm, workspace, client, auth, base_url):
+    source, srv = workspace.source, workspace.srv
     docker = swarm["docker"]
 
     # Release 1: from nothing to a converged stack.
     commit_release(source, 1)
     started = time.monotonic()
-    first = make(workspace, "swarm-deploy")
+    first = workspace.make("swarm-deploy")
     FIGURES["first_deploy_seconds"] = round(time.monotonic() - started, 1)
     # From `docker stack deploy` to every task healthy, by phase (the deploy prints them).
     FIGURES["first_deploy_converged"] = re.findall(CONVERGED, first.stderr)
@@ -291,11 +273,11 @@ def test_swarm_deploy_update_rollback_drain_node_loss(swarm, workspace, client, 
     # HTTP on the edge node redirects to HTTPS; the api sees the client's scheme.
     r = httpx.get(f"http://{swarm['ips']['node1']}/health", headers=API_HOST)
     assert r.status_code in (301, 302, 307, 308) and r.headers["location"].startswith("https://")
-    status = make(workspace, "swarm-status").stdout
+    status = workspace.make("swarm-status").stdout
     assert "release: " in status and "kit_api" in status
 
     # Jobs run on the workers, across nodes (node1 has no job queue, node2 no special role).
-    locations = submit_jobs(client, writer, 6, "spread")
+    locations = submit_jobs(client, auth, 6, "spread")
     bodies = finished(client, locations)
     assert {b["state"] for b in bodies} == {"succeeded"}, bodies
     where = wait_until(
@@ -306,7 +288,7 @@ def test_swarm_deploy_update_rollback_drain_node_loss(swarm, workspace, client, 
     assert len(set(where.values())) >= 2, where
 
     # Drain node3 while jobs run: its tasks move, its worker finishes what it holds, none is lost.
-    locations = submit_jobs(client, writer, 8, "drain")
+    locations = submit_jobs(client, auth, 8, "drain")
     time.sleep(2)
     run([*docker, "node", "update", "--availability", "drain", "node3"])
     started = time.monotonic()
@@ -333,13 +315,13 @@ def test_swarm_deploy_update_rollback_drain_node_loss(swarm, workspace, client, 
     traffic = cycle(
         get("/health"),
         get("/items?limit=5"),
-        post("/items", {"name": "written during a rolling update"}, **writer),
+        post("/items", {"name": "written during a rolling update"}, **auth),
     )
     started = time.monotonic()
     with steady_load(
         base_url, traffic, headers=API_HOST, connections=6, rate=40, max_seconds=600
     ) as users:
-        second = make(workspace, "swarm-deploy")
+        second = workspace.make("swarm-deploy")
         time.sleep(2)
     FIGURES["rolling_update_seconds"] = round(time.monotonic() - started, 1)
     FIGURES["rolling_update_converged"] = re.findall(CONVERGED, second.stderr)
@@ -350,8 +332,8 @@ def test_swarm_deploy_update_rollback_drain_node_loss(swarm, workspace, client, 
     assert "node3" in running_nodes(swarm, "api") + running_nodes(swarm, "worker")
     # Before its migrations, a restore point in the db task's pgBackRest archive on the data
     # node, recorded as make deploy records it (make restore POINT=before-<release> there).
-    release_2 = sorted(p.name for p in (root / "srv" / "releases").iterdir())[-1]
-    points = (root / "srv" / "backups" / "restore-points").read_text()
+    release_2 = sorted(p.name for p in (srv / "releases").iterdir())[-1]
+    points = (srv / "backups" / "restore-points").read_text()
     assert f"\tbefore-{release_2}\n" in points, points
 
     # Release 3 never becomes healthy: Swarm rolls it back by itself, release 2 keeps serving.
@@ -359,7 +341,7 @@ def test_swarm_deploy_update_rollback_drain_node_loss(swarm, workspace, client, 
     with steady_load(
         base_url, traffic, headers=API_HOST, connections=4, rate=20, max_seconds=600
     ) as users:
-        broken = make(workspace, "swarm-deploy", check=False)
+        broken = workspace.make("swarm-deploy", check=False)
     assert broken.returncode != 0
     assert "rolled it back" in broken.stderr, broken.stderr[-3000:]
     FIGURES["broken_release_requests"] = dict(users.kinds())
@@ -370,7 +352,7 @@ def test_swarm_deploy_update_rollback_drain_node_loss(swarm, workspace, client, 
     assert all(o.kind == "timeout" for o in failures), users.summary()
     assert len(failures) <= 0.001 * len(users.outcomes), users.summary()
     assert {serving_release(client) for _ in range(20)} == {2}
-    log = make(workspace, "swarm-log").stdout
+    log = workspace.make("swarm-log").stdout
     assert "\tfailed\t" in log and log.count("\tsuccess\t") == 2
 
     # node3's engine stops under load: the service keeps answering, its tasks come back elsewhere.
@@ -400,12 +382,12 @@ def test_swarm_deploy_update_rollback_drain_node_loss(swarm, workspace, client, 
     assert serving_release(client) == 2
 
     # make swarm-rollback, on the two nodes left: release 1 again, by name, under load.
-    release_1 = sorted(p.name for p in (root / "srv" / "releases").iterdir())[0]
+    release_1 = sorted(p.name for p in (srv / "releases").iterdir())[0]
     with steady_load(
         base_url, traffic, headers=API_HOST, connections=4, rate=20, max_seconds=600
     ) as users:
-        make(workspace, "swarm-rollback", f"RELEASE={release_1}")
+        workspace.make("swarm-rollback", f"RELEASE={release_1}")
     FIGURES["rollback_requests"] = dict(users.kinds())
     assert users.failures() == [], users.summary()
     assert {serving_release(client) for _ in range(20)} == {1}
-    assert "\trollback\t" in make(workspace, "swarm-log").stdout
+    assert "\trollback\t" in workspace.make("swarm-log").stdout

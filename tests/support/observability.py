@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from tests.stack import ROOT
+from tests.support import ROOT
 
 OBSERVABILITY = ROOT / "observability"
 DASHBOARDS = OBSERVABILITY / "grafana" / "dashboards"

@@ -29,12 +29,8 @@ from typing import Any
 import httpx
 import pytest
 
-from api.auth import WRITE_SCOPE, issue_token
-from core.settings import Settings
-from tests.observability import OBSERVABILITY, dashboard_queries
-from tests.stack import Stack, container_url, image_exists, require, wait_until
-
-pytestmark = pytest.mark.e2e
+from tests.support.observability import OBSERVABILITY, dashboard_queries
+from tests.support.stack import Stack, container_url, image_exists, require, wait_until
 
 PROJECT = os.environ.get("KIT_OBS_PROJECT", "kit-obs")
 PROMETHEUS_PORT = int(os.environ.get("KIT_OBS_PROMETHEUS_PORT", "59090"))
@@ -161,12 +157,6 @@ def api(obs) -> Iterator[httpx.Client]:
     url = container_url(obs.container_ids("api")[0])
     with httpx.Client(base_url=url, timeout=10) as client:
         yield client
-
-
-@pytest.fixture(scope="module")
-def auth() -> dict[str, str]:
-    token = issue_token(Settings(jwt_secret=Settings().jwt_secret), "obs", [WRITE_SCOPE])
-    return {"Authorization": f"Bearer {token}"}
 
 
 def query(prometheus: httpx.Client, promql: str) -> list[dict[str, Any]]:
@@ -335,14 +325,8 @@ def test_worker_stopped_with_jobs_piling_up_alerts_then_resolves(obs, api, auth,
                 assert r.status_code == 202
             piled = time.monotonic()
             # The queue's oldest job has waited an hour, as far as the exporter can tell.
-            obs.compose(
-                "exec",
-                "-T",
-                "db",
-                "sh",
-                "-c",
-                'psql -U "$POSTGRES_USER" "$POSTGRES_DB" -c '
-                "\"UPDATE jobs SET created_at = now() - interval '1 hour' WHERE state = 'queued'\"",
+            obs.psql(
+                "UPDATE jobs SET created_at = now() - interval '1 hour' WHERE state = 'queued'"
             )
             aged = time.monotonic()
             # Its DNS name resolves to nothing now: no target is left to be down, once the

@@ -23,7 +23,8 @@ from typing import Any, TypeVar
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import ROOT
+
 PROJECT = os.environ.get("KIT_TEST_PROJECT", "kit-test")
 DB_PORT = int(os.environ.get("KIT_TEST_DB_PORT", "55432"))
 REDIS_PORT = int(os.environ.get("KIT_TEST_REDIS_PORT", "56379"))
@@ -105,6 +106,33 @@ def run(
     return proc
 
 
+def make(
+    *target: str,
+    cwd: Path | str | None = None,
+    env: dict[str, str] | None = None,
+    check: bool = True,
+    timeout: float = 900,
+) -> subprocess.CompletedProcess[str]:
+    """`make TARGET [NAME=value...]` as a user types it, through run() (same cwd, env and check);
+    the default timeout leaves room for a deploy's builds and health checks."""
+    return run(
+        ["make", "--no-print-directory", *target], cwd=cwd, env=env, check=check, timeout=timeout
+    )
+
+
+# The SQL is psql's argument, not part of the shell's script: no quoting to get wrong.
+PSQL = 'psql -XAtq -v ON_ERROR_STOP=1 -U "$POSTGRES_USER" -d "$POSTGRES_DB" -c "$1"'
+
+
+def psql(
+    compose: list[str], sql: str, *, env: dict[str, str] | None = None, timeout: float = 600
+) -> str:
+    """SQL run by psql in the db container of `compose` (a `docker compose ...` command), as the
+    database's owner role; its output, unaligned and without headers, stripped."""
+    args = [*compose, "exec", "-T", "db", "sh", "-c", PSQL, "sh", sql]
+    return run(args, env=env, timeout=timeout).stdout.strip()
+
+
 T = TypeVar("T")
 
 
@@ -127,22 +155,6 @@ def wait_until(
             last_error = exc
         time.sleep(every)
     raise TimeoutError(f"not true within {within}s (last error: {last_error!r})")
-
-
-JOB_FINISHED = ("succeeded", "failed")
-
-
-def wait_for_job(
-    get_job: Callable[[], dict[str, Any]],
-    within: float,
-    every: float,
-    states: tuple[str, ...] = JOB_FINISHED,
-) -> dict[str, Any]:
-    """Poll get_job() (a job's JSON body) until its state is one of states; that body. The e2e
-    tests call it over HTTP, the integration tests from a thread over their in-process client."""
-    return wait_until(
-        lambda: (body := get_job())["state"] in states and body, within=within, every=every
-    )
 
 
 # Python for `python -c` in a container, defining pid1_children(): the pids whose parent is PID 1
@@ -170,15 +182,34 @@ class Stack:
     with_proxy: bool = field(default_factory=lambda: image_exists(TRAEFIK_IMAGE))
     env: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def command(self) -> list[str]:
+        """`docker compose` for this project and its files."""
+        return [
+            "docker",
+            "compose",
+            "-p",
+            self.project,
+            *(a for f in self.files for a in ("-f", f)),
+        ]
+
     def compose(
         self, *args: str, check: bool = True, timeout: float = 600, **env: str
     ) -> subprocess.CompletedProcess[str]:
-        cmd = ["docker", "compose", "-p", self.project]
-        for f in self.files:
-            cmd += ["-f", f]
         return run(
-            [*cmd, *args], check=check, env=compose_env(**{**self.env, **env}), timeout=timeout
+            [*self.command, *args],
+            check=check,
+            env=compose_env(**{**self.env, **env}),
+            timeout=timeout,
         )
+
+    def make(self, *target: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+        """make TARGET, its compose commands run on this stack (COMPOSE=...)."""
+        compose = f"COMPOSE={shlex.join(self.command)}"
+        return make(*target, compose, env=compose_env(**self.env), timeout=timeout)
+
+    def psql(self, sql: str, timeout: float = 600) -> str:
+        return psql(self.command, sql, env=compose_env(**self.env), timeout=timeout)
 
     @property
     def services(self) -> list[str]:
@@ -201,11 +232,12 @@ class Stack:
         return out
 
     def inspect(self, container: str) -> dict[str, Any]:
-        return json.loads(run(["docker", "inspect", container]).stdout)[0]
+        inspected: list[dict[str, Any]] = json.loads(run(["docker", "inspect", container]).stdout)
+        return inspected[0]
 
     def health(self, container: str) -> str:
         state = self.inspect(container)["State"]
-        return state.get("Health", {}).get("Status", state["Status"])
+        return str(state.get("Health", {}).get("Status", state["Status"]))
 
     def wait_healthy(self, service: str, timeout: float = 120) -> list[str]:
         deadline = time.monotonic() + timeout
