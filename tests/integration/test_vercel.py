@@ -18,6 +18,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from tests.stack import ROOT, require, run, wait_for_job, wait_until
 
 pytestmark = pytest.mark.integration
 
+ENTRYPOINT = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["vercel"]["entrypoint"]
 # The interpreter: KIT_TEST_PYTHON312, else python3.12 on PATH, else pyenv's (its shim may only
 # point at a version that is not selected, hence each candidate is tried).
 CANDIDATES = [
@@ -114,13 +116,15 @@ class VercelPeer:
 def vercel_function(stack, vercel_python, tmp_path_factory) -> Iterator[tuple[VercelPeer, str]]:
     """The function's process, as Vercel starts it: (the peer, the base URL it announced)."""
     peer = VercelPeer(tmp_path_factory.mktemp("ipc") / "vercel.sock")
+    module, _, variable = ENTRYPOINT.partition(":")
+    entry_file = Path(*module.split(".")).with_suffix(".py")
     env = os.environ | {
         "VERCEL_IPC_PATH": str(peer.path),
-        # What Vercel's build found from `[tool.vercel] entrypoint = "api.main:app"`.
-        "__VC_HANDLER_ENTRYPOINT": "api/main.py",
-        "__VC_HANDLER_ENTRYPOINT_ABS": str(ROOT / "api" / "main.py"),
-        "__VC_HANDLER_MODULE_NAME": "api.main",
-        "__VC_HANDLER_VARIABLE_NAME": "app",
+        # What Vercel's build finds from `[tool.vercel] entrypoint` (module:variable).
+        "__VC_HANDLER_ENTRYPOINT": str(entry_file),
+        "__VC_HANDLER_ENTRYPOINT_ABS": str(ROOT / entry_file),
+        "__VC_HANDLER_MODULE_NAME": module,
+        "__VC_HANDLER_VARIABLE_NAME": variable,
         # The project's files, where Vercel's bundle has them (/var/task).
         "PYTHONPATH": str(ROOT),
         # A function frozen between requests keeps no pooled connection (as on Lambda).
