@@ -31,17 +31,18 @@ from tests.stack import ROOT, require, run, wait_for_job, wait_until
 pytestmark = pytest.mark.integration
 
 ENTRYPOINT = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["vercel"]["entrypoint"]
-# The interpreter: KIT_TEST_PYTHON312, else python3.12 on PATH, else pyenv's (its shim may only
-# point at a version that is not selected, hence each candidate is tried).
-CANDIDATES = [
-    os.environ.get("KIT_TEST_PYTHON312", ""),
-    shutil.which("python3.12") or "",
-    *sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.12*/bin/python3.12"))),
-]
 
 
+# The interpreter: KIT_TEST_PYTHON312, else python3.12 on PATH, else one uv installed (.ci/run),
+# else pyenv's (its shim may point at a version not selected: each candidate is tried).
 def _python312() -> str | None:
-    for candidate in filter(None, CANDIDATES):
+    candidates = [
+        os.environ.get("KIT_TEST_PYTHON312", ""),
+        shutil.which("python3.12") or "",
+        run(["uv", "python", "find", "3.12"], env=dict(os.environ), check=False).stdout.strip(),
+        *sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.12*/bin/python3.12"))),
+    ]
+    for candidate in filter(None, candidates):
         probe = run(
             [candidate, "-c", "import sys; print(sys.version_info >= (3, 12))"], check=False
         )
