@@ -32,7 +32,7 @@ class Invoke:
         (function,) = function_app.app.get_functions()
         self.function = function.get_user_function()
         self.lifespan: list[str] = []
-        real = function_app.api.router.lifespan_context
+        self.real = real = function_app.api.router.lifespan_context
 
         @asynccontextmanager
         async def counted(app: Any) -> AsyncIterator[Any]:
@@ -68,6 +68,7 @@ async def invoke(stack) -> AsyncIterator[Invoke]:
     if function_app.app.startup_task_done:  # a test run alone: shut down here, in this loop
         await function_app.app.middleware.notify_shutdown()
         function_app.app.startup_task_done = False
+    function_app.api.router.lifespan_context = calls.real
 
 
 async def test_items_a_job_and_error_answers_on_the_real_stack(invoke, auth):
