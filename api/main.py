@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -84,6 +85,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log_every_request=settings.access_log == "all",
         slow_seconds=settings.slow_request_seconds,
     )
+    if settings.cors_allow_origins:
+        # Outside the app's own layers, so a 413, 500 or 503 carries the CORS headers too and the
+        # front end can read it; a preflight is answered here, before the request id.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allow_origins,
+            allow_methods=settings.cors_allow_methods,
+            allow_headers=settings.cors_allow_headers,
+            expose_headers=settings.cors_expose_headers,
+            allow_credentials=settings.cors_allow_credentials,
+            max_age=settings.cors_max_age,
+        )
     # Outside even the request id: every layer sees the client the proxy saw (api/forwarded.py).
     app.add_middleware(
         ForwardedHeadersMiddleware,

@@ -22,13 +22,14 @@ import os
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     SettingsError,
@@ -123,6 +124,22 @@ def _is_host_name(name: str) -> bool:
     ) and (not labels[-1].isdigit())
 
 
+# A comma-separated list in the environment ("a,b"), not JSON.
+CommaList = Annotated[list[str], NoDecode]
+
+
+def _is_origin(origin: str) -> bool:
+    """scheme://host[:port] and nothing else: what a browser sends in Origin."""
+    parts = urlsplit(origin)
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.netloc)
+        and not parts.path
+        and not parts.query
+        and not parts.fragment
+    )
+
+
 def _is_wildcard(trusted: str) -> bool:
     """'*', or a network of every address (0.0.0.0/0, ::/0, written any way)."""
     if trusted == "*":
@@ -200,6 +217,15 @@ class Settings(BaseSettings):
 
     # Requests.
     max_body_bytes: int = Field(1_048_576, ge=1024)
+    # CORS, for a browser front end on another origin. No origins: no CORSMiddleware at all (no
+    # Access-Control-* headers, nothing run per request). "*" with credentials: refused in
+    # production, since every site a user visits could then call the API as that user.
+    cors_allow_origins: CommaList = []
+    cors_allow_methods: CommaList = ["GET", "POST", "PUT", "DELETE"]
+    cors_allow_headers: CommaList = ["Authorization", "Content-Type", "X-Request-ID"]
+    cors_expose_headers: CommaList = ["Location", "Retry-After", "X-Request-ID"]
+    cors_allow_credentials: bool = False
+    cors_max_age: int = Field(600, ge=0)
 
     # gunicorn (api/gunicorn_conf.py). None means "work it out from the usable CPUs".
     web_concurrency: int | None = Field(None, ge=1)
@@ -275,6 +301,19 @@ class Settings(BaseSettings):
             file_secret_settings,
         )
 
+    @field_validator(
+        "cors_allow_origins",
+        "cors_allow_methods",
+        "cors_allow_headers",
+        "cors_expose_headers",
+        mode="before",
+    )
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
     @model_validator(mode="after")
     def _refuse_unsafe_settings(self) -> Settings:
         problems = self._inconsistencies()
@@ -313,6 +352,12 @@ class Settings(BaseSettings):
                 "CELERY_VISIBILITY_TIMEOUT must exceed CELERY_TASK_TIME_LIMIT, "
                 "or running jobs are delivered twice"
             )
+        problems += [
+            f"CORS_ALLOW_ORIGINS has {origin!r}, not an origin: write scheme://host[:port] with "
+            "no path or trailing slash, as browsers send it in Origin"
+            for origin in self.cors_allow_origins
+            if origin != "*" and not _is_origin(origin)
+        ]
         if self.job_lease_seconds <= 2 * self.job_heartbeat_seconds:
             problems.append(
                 "JOB_LEASE_SECONDS must exceed twice JOB_HEARTBEAT_SECONDS "
@@ -347,6 +392,11 @@ class Settings(BaseSettings):
             problems.append(
                 "REDIS_URL carries a password: take it out of REDIS_URL and set "
                 "REDIS_PASSWORD_FILE to a file holding one (openssl rand -hex 24)"
+            )
+        if "*" in self.cors_allow_origins and self.cors_allow_credentials:
+            problems.append(
+                "CORS_ALLOW_ORIGINS='*' with CORS_ALLOW_CREDENTIALS=true lets any site send "
+                "requests with a user's credentials: name the front end's origins"
             )
         passwords = {
             "POSTGRES_PASSWORD": self.postgres_password,

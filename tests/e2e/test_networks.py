@@ -20,8 +20,6 @@ import pytest
 from tests.support import stack as stack_module
 from tests.support.stack import Stack, run, wait_until
 
-pytestmark = pytest.mark.e2e
-
 NEXT_POOL = ipaddress.ip_network("172.30.0.0/16")
 # The edge subnets the kit (172.30.250), its test stack (172.30.251) and its other test stacks
 # pinned before they were given up: another project may hold them now.

@@ -69,6 +69,11 @@ def test_worker_counts_from_environment(monkeypatch):
         ("FORWARDED_ALLOW_NAMES", "*", "FORWARDED_ALLOW_NAMES"),
         ("FORWARDED_ALLOW_NAMES", "proxy,10.0.0.0/8", "FORWARDED_ALLOW_NAMES"),
         ("FORWARDED_ALLOW_NAMES", "172.30.250.2", "FORWARDED_ALLOW_NAMES"),
+        # Never equal to a browser's Origin header, so CORS would fail with no clue why.
+        ("CORS_ALLOW_ORIGINS", "https://app.example.com/", "CORS_ALLOW_ORIGINS"),
+        ("CORS_ALLOW_ORIGINS", "app.example.com", "CORS_ALLOW_ORIGINS"),
+        ("CORS_ALLOW_ORIGINS", "https://a.example.com,https://b.example.com/app", "'https://b."),
+        ("CORS_MAX_AGE", "-1", "cors_max_age"),
     ],
 )
 def test_unsafe_values_refused(monkeypatch, name, value, named_in_error):
@@ -81,6 +86,16 @@ def test_unsafe_values_refused(monkeypatch, name, value, named_in_error):
 def test_a_proxy_name_is_taken(monkeypatch, names):
     monkeypatch.setenv("FORWARDED_ALLOW_NAMES", names)
     assert Settings().forwarded_allow_names == names
+
+
+def test_cors_is_off_by_default_and_lists_are_comma_separated(monkeypatch):
+    assert Settings().cors_allow_origins == []
+    monkeypatch.setenv("CORS_ALLOW_ORIGINS", " https://app.example.com, http://localhost:3000 ")
+    monkeypatch.setenv("CORS_ALLOW_HEADERS", "Authorization,Content-Type")
+    s = Settings()
+    assert s.cors_allow_origins == ["https://app.example.com", "http://localhost:3000"]
+    assert s.cors_allow_headers == ["Authorization", "Content-Type"]
+    assert s.cors_allow_methods == ["GET", "POST", "PUT", "DELETE"]
 
 
 @pytest.mark.parametrize("trusted", ["127.0.0.1", "172.30.250.0/24", "10.0.0.0/8,127.0.0.1", "::1"])
@@ -461,6 +476,22 @@ def test_production_refuses_each_weak_setting_by_name(production, monkeypatch, v
     assert len(problems) == 1, problems
     if "FORWARDED_ALLOW_IPS" not in expected:
         assert "openssl rand" in problems[0], "says how to fix it"
+
+
+def test_production_refuses_any_origin_with_credentials_naming_the_settings(
+    production, monkeypatch
+):
+    message = _refusal(monkeypatch, CORS_ALLOW_ORIGINS="*", CORS_ALLOW_CREDENTIALS="true")
+    assert "CORS_ALLOW_ORIGINS='*' with CORS_ALLOW_CREDENTIALS=true" in message
+    assert "name the front end's origins" in message, "says how to fix it"
+
+
+def test_any_origin_without_credentials_or_outside_production_is_accepted(production, monkeypatch):
+    monkeypatch.setenv("CORS_ALLOW_ORIGINS", "*")
+    assert Settings().cors_allow_origins == ["*"]
+    monkeypatch.setenv("CORS_ALLOW_CREDENTIALS", "true")
+    monkeypatch.setenv("ENVIRONMENT", "development")
+    assert Settings().cors_allow_credentials
 
 
 def test_production_counts_the_jwt_secrets_bytes_not_its_characters(production, monkeypatch):
