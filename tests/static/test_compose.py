@@ -31,7 +31,7 @@ def prod():
     return compose_config(*PROD, **PROD_SECRETS)
 
 
-@pytest.mark.parametrize("files", [("compose.yaml",), PROD])
+@pytest.mark.parametrize("files", [("compose.yaml",), PROD, ("compose.yaml", "compose.dev.yaml")])
 def test_files_match_the_compose_schema(files):
     path = ROOT.parent / "shared" / "schemas" / "compose-spec.json"
     if not path.is_file():
