@@ -22,8 +22,8 @@ up: ## Build and start the stack, wait until every service is healthy (https://a
 	$(COMPOSE) up -d --build --wait
 
 .PHONY: dev
-dev: ## Development mode: the stack with reloading api and worker, debugger on 127.0.0.1:5678 (Ctrl-C stops)
-	$(DEV) up --build --watch
+dev: ## Development mode: the stack with reloading api and worker, debugger on 127.0.0.1:5678
+	$(DEV) watch
 
 .PHONY: dev-migrate
 dev-migrate: ## In development mode: apply this checkout's migrations (after make revision), no restart

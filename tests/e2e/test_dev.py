@@ -1,5 +1,5 @@
-"""Development mode as a developer runs it: `make dev` (compose.dev.yaml, `up --build --watch`) in a
-copy of the repository, edited there while it runs (the checkout itself is never touched).
+"""Development mode as a developer runs it: `make dev` (compose.dev.yaml, `docker compose watch`) in
+a copy of the repository, edited there while it runs (the checkout itself is never touched).
 
 The stack is its own compose project on its own ports and images. Each test edits the copy and
 watches the change arrive: a route through Traefik within 3 s, a task in the next job while the
@@ -145,7 +145,7 @@ def dev_mode(tmp_path_factory) -> Iterator[DevMode]:
 
         def watching() -> bool:
             assert process.poll() is None, output.read_text(errors="replace")[-5000:]
-            return "Watch enabled" in output.read_text(errors="replace")
+            return "watch enabled" in output.read_text(errors="replace").lower()
 
         wait_until(watching, within=UP_SECONDS, every=1, retry_on=())
         with _client() as client:

@@ -185,7 +185,7 @@ def test_development_watch_reloads_api_restarts_worker_rebuilds_on_dependencies(
 def test_make_dev_uses_the_development_overlay_and_production_never_does():
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^DEV := \$\(COMPOSE\) -f compose.yaml -f compose.dev.yaml$", makefile, re.M)
-    assert re.search(r"^dev:.*\n\t\$\(DEV\) up --build --watch$", makefile, re.M)
+    assert re.search(r"^dev:.*\n\t\$\(DEV\) watch$", makefile, re.M)
     assert "compose.dev.yaml" not in (ROOT / "compose.prod.yaml").read_text()
     for script in (ROOT / "deploy").rglob("*"):
         if script.is_file():
