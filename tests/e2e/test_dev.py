@@ -147,7 +147,10 @@ def dev_mode(tmp_path_factory) -> Iterator[DevMode]:
             assert process.poll() is None, output.read_text(errors="replace")[-5000:]
             return "watch enabled" in output.read_text(errors="replace").lower()
 
-        wait_until(watching, within=UP_SECONDS, every=1, retry_on=())
+        try:
+            wait_until(watching, within=UP_SECONDS, every=1, retry_on=())
+        except TimeoutError as exc:
+            raise TimeoutError(output.read_text(errors="replace")[-5000:]) from exc
         with _client() as client:
             wait_until(lambda: client.get("/ready").status_code == 200, within=120)
         yield dev
