@@ -82,19 +82,18 @@ HEALTHCHECK NONE
 ENTRYPOINT ["python", "-m", "awslambdaric"]
 CMD ["api.lambda_handler.handler"]
 
-# `make dev`'s api: one Uvicorn process that restarts on a change under api/ or core/ (Compose's
-# watch syncs it in, so the code is the app user's), under debugpy: attach on port 5678. Its
-# listening socket stays open across a reload, so a request waits for the new code instead of failing.
+# `make dev`'s api: gunicorn with the production settings plus a reloader (dev/gunicorn_conf.py),
+# under debugpy (attach on port 5678). The code is the app user's: Compose's watch syncs changes in.
 FROM runtime AS api-dev
 USER 0:0
 COPY --from=build-debug /opt/debug /opt/debug
+COPY dev ./dev
 RUN chown -R 10001:10001 /app
 USER 10001:10001
 ENV PYTHONPATH=/app:/opt/debug
 EXPOSE 8000 5678
-CMD ["python", "-m", "debugpy", "--listen", "0.0.0.0:5678", \
-     "-m", "uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "8000", "--no-access-log", \
-     "--reload", "--reload-dir", "api", "--reload-dir", "core"]
+CMD ["python", "-Xfrozen_modules=off", "-m", "debugpy", "--listen", "0.0.0.0:5678", \
+     "-m", "gunicorn", "--config=python:dev.gunicorn_conf", "api.main:app"]
 
 # Last, so a plain `docker build .` gives the api.
 FROM runtime AS api

@@ -70,6 +70,7 @@ def test_production_stages_have_no_reloader_and_no_debugger(stages, target):
     for stage in parts:
         for instruction in stages[stage]["instructions"]:
             assert not DEV_TOOLS.search(instruction), f"{stage}: {instruction}"
+            assert not re.match(r"COPY\s+(--\S+\s+)*dev\b", instruction), f"{stage}: {instruction}"
             # Production installs the locked runtime dependencies only.
             if re.search(r"\buv (sync|pip install)\b", instruction):
                 assert "--no-dev" in instruction and "--group" not in instruction, instruction
