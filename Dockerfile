@@ -1,6 +1,6 @@
 # One image, three targets: `api` (gunicorn + Uvicorn workers; also runs migrations), `worker`
 # (Celery) and `lambda` (the api for AWS Lambda: `docker build --target lambda .`). Dependencies are installed before the code is copied, so a code-only change rebuilds
-# in seconds.
+# in seconds. `api-dev` and `worker-dev` are `make dev`'s (compose.dev.yaml), never production's.
 
 FROM ghcr.io/astral-sh/uv:0.9.5 AS uv
 
@@ -26,6 +26,15 @@ RUN --mount=type=cache,target=/root/.cache/uv \
     uv export --frozen --only-group lambda --no-emit-project --output-file /tmp/lambda.txt \
     && uv pip install --python /venv/bin/python --target /opt/lambda --require-hashes \
         -r /tmp/lambda.txt
+
+# ---- build-debug: the debugger of the api-dev stage, locked (the `debug` dependency group) -----
+FROM build AS build-debug
+RUN --mount=type=cache,target=/root/.cache/uv \
+    --mount=type=bind,source=uv.lock,target=uv.lock \
+    --mount=type=bind,source=pyproject.toml,target=pyproject.toml \
+    uv export --frozen --only-group debug --no-emit-project --output-file /tmp/debug.txt \
+    && uv pip install --python /venv/bin/python --target /opt/debug --require-hashes \
+        -r /tmp/debug.txt
 
 # ---- runtime: the virtualenv and the code, nothing else -------------------------------------
 FROM python:3.12-slim AS runtime
@@ -54,6 +63,13 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
 # Celery itself is PID 1 (no shell): SIGTERM reaches it and starts a warm shutdown.
 CMD ["celery", "--app=worker.app", "worker", "--loglevel=INFO", "--without-gossip", "--without-mingle"]
 
+# `make dev`'s worker: the same process, its code writable by the app user so that Compose's watch
+# can sync a change in; Compose then restarts the container (SIGTERM: Celery's warm shutdown).
+FROM worker AS worker-dev
+USER 0:0
+RUN chown -R 10001:10001 /app
+USER 10001:10001
+
 # The api as an AWS Lambda function (api/lambda_handler.py), through the runtime interface client.
 # A frozen execution environment must not keep pooled connections: one per request (or RDS Proxy
 # and DB_POOL_MODE=pooled). One process: metrics in memory (no PROMETHEUS_MULTIPROC_DIR, which
@@ -65,6 +81,19 @@ ENV PYTHONPATH=/app:/opt/lambda \
 HEALTHCHECK NONE
 ENTRYPOINT ["python", "-m", "awslambdaric"]
 CMD ["api.lambda_handler.handler"]
+
+# `make dev`'s api: gunicorn with the production settings plus a reloader (dev/gunicorn_conf.py),
+# under debugpy (attach on port 5678). The code is the app user's: Compose's watch syncs changes in.
+FROM runtime AS api-dev
+USER 0:0
+COPY --from=build-debug /opt/debug /opt/debug
+COPY dev ./dev
+RUN chown -R 10001:10001 /app
+USER 10001:10001
+ENV PYTHONPATH=/app:/opt/debug
+EXPOSE 8000 5678
+CMD ["python", "-Xfrozen_modules=off", "-m", "debugpy", "--listen", "0.0.0.0:5678", \
+     "-m", "gunicorn", "--config=python:dev.gunicorn_conf", "api.main:app"]
 
 # Last, so a plain `docker build .` gives the api.
 FROM runtime AS api

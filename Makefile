@@ -7,6 +7,7 @@ SHELL := bash
 
 COMPOSE ?= docker compose
 PROD := $(COMPOSE) -f compose.yaml -f compose.prod.yaml
+DEV := $(COMPOSE) -f compose.yaml -f compose.dev.yaml
 SERVICE ?= api
 REPLICAS ?= 3
 SUBJECT ?= $(USER)
@@ -19,6 +20,14 @@ help: ## List the targets
 .PHONY: up
 up: ## Build and start the stack, wait until every service is healthy (https://api.localhost)
 	$(COMPOSE) up -d --build --wait
+
+.PHONY: dev
+dev: ## Development mode: the stack with reloading api and worker, debugger on 127.0.0.1:5678
+	$(DEV) watch
+
+.PHONY: dev-migrate
+dev-migrate: ## In development mode: apply this checkout's migrations (after make revision), no restart
+	$(DEV) run --rm migrate
 
 .PHONY: down
 down: ## Stop the stack (data volumes are kept)

@@ -26,7 +26,7 @@ NEXT_POOL = ipaddress.ip_network("172.30.0.0/16")
 OLD_EDGE_RANGES = ("172.30.250.0/24", "172.30.251.0/24", "172.30.254.0/24")
 # Docker's default local pools: 172.17-31 (/16 each) and 192.168.0.0/16 (/20 each), 31 in all.
 POOLS = 31
-HTTPS_PORT = int(os.environ.get("KIT_NET_TEST_HTTPS_PORT", "47443"))
+HTTPS_PORT = int(os.environ.get("KIT_NET_TEST_HTTPS_PORT", "46443"))
 
 
 def subnet_of(network: str) -> ipaddress.IPv4Network:

@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from api.schemas import JOB_MAX_COST
 from tests.support import stack as stack_module
-from tests.support.jobs import wait_for_job
+from tests.support.jobs import cost_for, wait_for_job
 from worker.compute import iterated_sha256
 
 # The requirement: picked up again within this many seconds of the worker coming back.
@@ -28,15 +28,6 @@ LONG_LIMITS = {
     "KIT_TEST_CELERY_TASK_TIME_LIMIT": "120",
     "KIT_TEST_CELERY_VISIBILITY_TIMEOUT": "600",
 }
-
-
-def _cost_for(seconds: float) -> int:
-    """Rounds that take about `seconds` on this machine, which also runs the worker."""
-    rounds = 300_000
-    started = time.perf_counter()
-    iterated_sha256("calibrate", rounds)
-    per_second = rounds / (time.perf_counter() - started)
-    return max(1_000_000, min(JOB_MAX_COST, int(per_second * seconds)))
 
 
 async def _states(client, locations: list[str]) -> dict[str, dict]:
@@ -59,7 +50,7 @@ def _wait(condition, within: float, what: str) -> None:
 
 
 async def test_killed_workers_running_jobs_rerun_within_60s_of_its_return(client, auth, stack, app):
-    cost = _cost_for(JOB_SECONDS)
+    cost = cost_for(JOB_SECONDS, JOB_MAX_COST)
     stack.compose("up", "-d", "--wait", "--no-deps", "worker", **LONG_LIMITS)
     try:
         seeds = [f"reaper-{i}" for i in range(JOBS)]

@@ -34,7 +34,7 @@ def prod():
     return compose_config(*PROD, **PROD_SECRETS)
 
 
-@pytest.mark.parametrize("files", [("compose.yaml",), PROD])
+@pytest.mark.parametrize("files", [("compose.yaml",), PROD, ("compose.yaml", "compose.dev.yaml")])
 def test_files_match_the_compose_schema(files):
     config = compose_config(*files, **PROD_SECRETS)
     assert [e.message for e in schema("compose-spec.json").iter_errors(config)] == []

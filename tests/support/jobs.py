@@ -4,12 +4,23 @@ app's client (wait_for_job), which the integration tests and a user's own job te
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from tests.support.stack import wait_until
+from worker.compute import iterated_sha256
 
 JOB_FINISHED = ("succeeded", "failed")
+
+
+def cost_for(seconds: float, most: int = 20_000_000) -> int:
+    """A job cost (rounds) that takes about `seconds` on this machine, which also runs the worker."""
+    rounds = 300_000
+    started = time.perf_counter()
+    iterated_sha256("calibrate", rounds)
+    per_second = rounds / (time.perf_counter() - started)
+    return max(1_000_000, min(most, int(per_second * seconds)))
 
 
 def poll_job(
