@@ -15,7 +15,7 @@ JOB_FINISHED = ("succeeded", "failed")
 
 
 def cost_for(seconds: float, most: int = 20_000_000) -> int:
-    """A job cost (rounds) that takes about `seconds` on this machine, which also runs the worker."""
+    """A job cost (rounds) taking about `seconds` here, on the machine that also runs the worker."""
     rounds = 300_000
     started = time.perf_counter()
     iterated_sha256("calibrate", rounds)
