@@ -18,6 +18,7 @@ import azure.functions as func
 import pytest
 
 import function_app
+from tests.support.azure import http_function
 from tests.support.jobs import poll_job
 
 HOST = "https://kit-api.azurewebsites.net"
@@ -27,8 +28,7 @@ class Invoke:
     """The app's one function, called as the worker calls it; counts the app's lifespans."""
 
     def __init__(self) -> None:
-        (function,) = function_app.app.get_functions()
-        self.function = function.get_user_function()
+        self.function = http_function().get_user_function()
         self.lifespan: list[str] = []
         self.real = real = function_app.api.router.lifespan_context
 

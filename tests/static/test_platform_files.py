@@ -11,6 +11,7 @@ import azure.functions as func
 from fastapi import FastAPI
 
 from tests.support import ROOT
+from tests.support.azure import http_function
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
@@ -27,9 +28,7 @@ def test_vercels_entrypoint_is_the_kits_app():
 def test_azures_host_keeps_the_apps_paths_and_one_function_takes_them_all():
     host = json.loads((ROOT / "host.json").read_text())
     assert host["extensions"]["http"]["routePrefix"] == "", "else every path gains /api"
-    import function_app
-
-    (function,) = function_app.app.get_functions()
+    function = http_function()
     (trigger,) = [b for b in function.get_bindings_dict()["bindings"] if b["type"] == "httpTrigger"]
     assert trigger["route"] == "/{*route}"
     assert trigger["authLevel"] == func.AuthLevel.ANONYMOUS, "the app checks its own tokens"
