@@ -247,7 +247,8 @@ class Settings(BaseSettings):
     # Seconds a stopping worker keeps answering, with `Connection: close`, before it closes its
     # connections (api/shutdown.py). Part of GUNICORN_GRACEFUL_TIMEOUT, so kept below it.
     gunicorn_drain_seconds: float = Field(5.0, ge=0)
-    forwarded_allow_ips: str = "127.0.0.1"
+    # Empty: no address is believed, not even loopback (a process inside the container).
+    forwarded_allow_ips: str = ""
     # The proxy by DNS name (api/forwarded.py): compose sets `proxy`, Swarm `tasks.proxy`.
     forwarded_allow_names: str = ""
     # Set in the api image: gunicorn's workers write their metrics there (api/metrics.py).
