@@ -50,7 +50,7 @@ class PoolQueue:
     async def statement(self) -> AsyncIterator[AsyncConnection]:
         """A connection in autocommit for one SQLAlchemy Core statement, atomic on its own (a
         read, or an INSERT ... RETURNING): one round trip, and no ORM unit of work or identity
-        map, which cost several times the round trip on the hot paths (make bench)."""
+        map, which cost more than the round trip on the hot paths (docs/performance.md)."""
         async with self._place(), self._autocommit.connect() as conn:
             yield conn
 

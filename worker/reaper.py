@@ -2,7 +2,7 @@
 
 Without it, a job running when its worker container was killed stays "running" until Redis hands
 its unacknowledged message out again, after the visibility timeout (twice the task time limit,
-which it must exceed so that a long job is never run twice: 635 s measured with the defaults).
+which it must exceed so that a long job is never run twice: over ten minutes with the defaults).
 
 A bootstep of the worker's main process looks at start, then every JOB_REAP_INTERVAL_SECONDS, for
 running jobs whose lease is abandoned (worker/lease.py: heartbeat older than JOB_LEASE_SECONDS,
