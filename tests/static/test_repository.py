@@ -18,6 +18,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
 from tests.schemas import SCHEMAS, schema
+from tests.support.compose_config import SECRET_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -233,13 +234,3 @@ def test_the_deploy_workflow_writes_every_secret_make_deploy_ships():
     assert proc.stdout.split() == SECRET_NAMES
     run = load(WORKFLOWS / "deploy.yml")["jobs"]["deploy"]["steps"][1]["run"]
     assert f"for name in {' '.join(SECRET_NAMES)}; do" in run
-
-
-SECRET_NAMES = [
-    "postgres_password",
-    "postgres_app_password",
-    "redis_password",
-    "jwt_secret",
-    "pgbackrest_cipher_pass",
-    "pgbackrest_ssh_key",
-]

@@ -13,6 +13,15 @@ from tests.support.stack import run
 PROD = ("compose.yaml", "compose.prod.yaml")
 # What production needs in its environment; its secrets are files (SECRETS_DIR).
 PROD_SECRETS = {"ACME_EMAIL": "ops@example.com", "API_DOMAIN": "api.example.com"}
+# The production secret files, in the order make deploy sends them (deploy/lib.sh).
+SECRET_NAMES = [
+    "postgres_password",
+    "postgres_app_password",
+    "redis_password",
+    "jwt_secret",
+    "pgbackrest_cipher_pass",
+    "pgbackrest_ssh_key",
+]
 # Each service gets the secret files it uses, and no other.
 SECRETS_BY_SERVICE = {
     "db": {"postgres_password", "pgbackrest_cipher_pass"},

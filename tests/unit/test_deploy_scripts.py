@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from tests.support import ROOT
+from tests.support.compose_config import SECRET_NAMES
 from tests.support.shell import bash, shell_function
 
 
@@ -415,16 +416,6 @@ def test_proxy_config_stays_readable_to_traefik(tmp_path):
     )
     assert bash(code).returncode == 0
     assert mode(srv / "proxy-dynamic" / "tls.yml") == 0o644
-
-
-SECRET_NAMES = [
-    "postgres_password",
-    "postgres_app_password",
-    "redis_password",
-    "jwt_secret",
-    "pgbackrest_cipher_pass",
-    "pgbackrest_ssh_key",
-]
 
 
 def lib_secrets() -> list[str]:

@@ -25,7 +25,7 @@ import pytest
 
 from tests.support import ROOT
 from tests.support import stack as stack_module
-from tests.support.compose_config import SECRETS_BY_SERVICE
+from tests.support.compose_config import SECRET_NAMES, SECRETS_BY_SERVICE
 from tests.support.stack import Stack, run, wait_until
 
 # Overridable, so a second copy of this test can run beside another on one engine.
@@ -33,14 +33,6 @@ HTTPS_PORT = int(os.environ.get("KIT_SEC_TEST_HTTPS_PORT", "48443"))
 HTTP_PORT = HTTPS_PORT - 363
 DOMAIN = "api.localhost"
 PROJECT = os.environ.get("KIT_SEC_TEST_PROJECT", "kit-sec")
-SECRET_NAMES = (
-    "postgres_password",
-    "postgres_app_password",
-    "redis_password",
-    "jwt_secret",
-    "pgbackrest_cipher_pass",
-    "pgbackrest_ssh_key",
-)
 # Capabilities a service may be given back, and why (compose.prod.yaml): the db and redis
 # entrypoints take their data directories and drop to their users; proxy-certs chowns once.
 ALLOWED_CAP_ADD = {
