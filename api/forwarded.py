@@ -22,14 +22,26 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 log = logging.getLogger(__name__)
 
-# Addresses of one name, or an OSError (the name is not known right now).
+# Addresses of one name (none: it does not exist now), or an OSError (no answer: ask again).
 Lookup = Callable[[str], Awaitable[Iterable[str]]]
 LOOKUP_INTERVAL_SECONDS = 1.0
+LOOKUP_TIMEOUT_SECONDS = 1.0
+_NOT_FOUND = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
 
 
 async def docker_dns_lookup(name: str) -> set[str]:
-    """The name's current IPv4 and IPv6 addresses (Docker's embedded DNS in a container)."""
-    infos = await asyncio.get_running_loop().getaddrinfo(name, None, type=socket.SOCK_STREAM)
+    """The name's current addresses in Docker's embedded DNS. Asked as an absolute name, so no
+    search domain of the host's (`proxy.corp.example`) can answer while the proxy is away."""
+    absolute = name.rstrip(".") + "."
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await asyncio.wait_for(
+            loop.getaddrinfo(absolute, None, type=socket.SOCK_STREAM), LOOKUP_TIMEOUT_SECONDS
+        )
+    except socket.gaierror as error:
+        if error.errno in _NOT_FOUND:
+            return set()
+        raise
     return {str(info[4][0]) for info in infos}
 
 
@@ -54,12 +66,13 @@ class ForwardedHeadersMiddleware:
         self._resolved: frozenset[str] = frozenset()
         self._next_lookup = 0.0
         self._pending: asyncio.Task[None] | None = None
-        self._trusted = set(self._static)
-        self._trusting = self._trusting_of(self._static)
+        self._trust(self._static)
 
-    def _trusting_of(self, hosts: list[str]) -> ASGIApp:
-        # uvicorn types ASGI more narrowly than Starlette; the callables are the same.
-        return cast(ASGIApp, ProxyHeadersMiddleware(cast(Any, self.app), trusted_hosts=hosts))
+    def _trust(self, hosts: list[str]) -> None:
+        middleware = ProxyHeadersMiddleware(cast(Any, self.app), trusted_hosts=hosts)
+        # uvicorn's own matcher (networks, IPv6 spellings); its ASGI types are narrower.
+        self._trusted = middleware.trusted_hosts
+        self._trusting = cast(ASGIApp, middleware)
 
     @property
     def resolved(self) -> frozenset[str]:
@@ -92,8 +105,8 @@ class ForwardedHeadersMiddleware:
         for name in self._names:
             try:
                 found.update(await self._lookup(name))
-            except OSError as error:
-                # Kept as it was: a proxy being recreated must not lose its trust for a moment.
+            except (OSError, ValueError) as error:
+                # No answer: kept as it was. A name that does not exist is an answer (none).
                 log.warning(
                     "trusted proxy name not found", extra={"proxy_name": name, "error": str(error)}
                 )
@@ -101,5 +114,4 @@ class ForwardedHeadersMiddleware:
         if found != self._resolved:
             log.info("trusted proxy addresses", extra={"addresses": sorted(found)})
             self._resolved = frozenset(found)
-            self._trusted = {*self._static, *found}
-            self._trusting = self._trusting_of([*self._static, *sorted(found)])
+            self._trust([*self._static, *sorted(found)])

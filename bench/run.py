@@ -28,7 +28,7 @@ requests, tuning, scaling, operations (default all). A subset is for checking th
 never for publishing.
 
 Run from the repository root as `python -m bench.run` (what `make bench` does), so `bench` and
-`tests` are plain packages; the stack helpers are the tests' own (tests/stack.py). This module is
+`tests` are plain packages; the stack helpers are the tests' own (tests/support/). This module is
 the entry point only; the modules it runs, each with one job: config (settings and names), wrk
 (the load and the host's CPU beside it), containers, baselines, stack (BenchStack), phases/
 (requests, tuning, scaling, operations), measure (the run), record (machine, commit, images),

@@ -119,9 +119,12 @@ class SecretFilesSource(PydanticBaseSettingsSource):
 def _is_host_name(name: str) -> bool:
     """A DNS name such as `proxy` or `tasks.proxy`: no wildcard, no address, no network."""
     labels = name.split(".")
-    return all(
-        label and label.replace("-", "").replace("_", "").isalnum() for label in labels
-    ) and (not labels[-1].isdigit())
+    return (
+        len(name) <= 253
+        and all(len(label) <= 63 for label in labels)
+        and all(label and label.replace("-", "").replace("_", "").isalnum() for label in labels)
+        and (not labels[-1].isdigit())
+    )
 
 
 # A comma-separated list in the environment ("a,b"), not JSON.

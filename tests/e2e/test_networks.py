@@ -131,6 +131,13 @@ def assert_trusts_the_proxy_alone(stack: Stack, port: int) -> None:
     seen = whoami_through_the_proxy(port)
     assert seen["scheme"] == "https"  # X-Forwarded-Proto believed: from Traefik's address
     assert seen["client"] not in ("6.6.6.6", proxy_address)
+    # And from nobody else: the host, straight to the api over the edge bridge's gateway.
+    api = stack.inspect(stack.container_ids("api")[0])
+    address = api["NetworkSettings"]["Networks"][f"{stack.project}_edge"]["IPAddress"]
+    spoof = {"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "https"}
+    direct = httpx.get(f"http://{address}:8000/whoami", headers=spoof, timeout=10).json()
+    edge = json.loads(run(["docker", "network", "inspect", f"{stack.project}_edge"]).stdout)[0]
+    assert (direct["client"], direct["scheme"]) == (edge["IPAM"]["Config"][0]["Gateway"], "http")
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from tests.support import ROOT
+from tests.support.compose_config import load_compose_file
 
 # Where a network may be given a subnet, and why: none today. A new entry needs a reason here
 # and a setting the user can change, or `docker compose up` fails on someone's engine.
@@ -21,26 +22,6 @@ DELIBERATE = {
     "tests/e2e/test_networks.py": "plays another project holding the ranges the kit used to pin",
 }
 ADDRESS_KEYS = ("ipv4_address", "ipv6_address", "link_local_ips")
-
-
-class ComposeLoader(yaml.SafeLoader):
-    """Compose's merge tags (!override, !reset) read as the values they tag."""
-
-
-ComposeLoader.add_multi_constructor(
-    "!",
-    lambda loader, _tag, node: (
-        loader.construct_sequence(node)
-        if isinstance(node, yaml.SequenceNode)
-        else loader.construct_mapping(node)
-        if isinstance(node, yaml.MappingNode)
-        else loader.construct_scalar(node)
-    ),
-)
-
-
-def load(path: Path) -> dict[str, Any]:
-    return yaml.load(path.read_text(), Loader=ComposeLoader) or {}  # noqa: S506 - SafeLoader's
 
 
 def tracked(*patterns: str) -> list[Path]:
@@ -81,7 +62,7 @@ def pinned_addresses(document: dict[str, Any]) -> set[str]:
 def test_the_networks_with_a_subnet_are_the_listed_ones():
     found = {}
     for path in compose_files():
-        document = load(path)
+        document = load_compose_file(path)
         for network in pinned_networks(document):
             found[(str(path.relative_to(ROOT)), network)] = "pinned"
     assert set(found) == set(PINNED)
@@ -89,7 +70,7 @@ def test_the_networks_with_a_subnet_are_the_listed_ones():
 
 def test_no_container_has_a_fixed_address():
     for path in compose_files():
-        document = load(path)
+        document = load_compose_file(path)
         assert pinned_addresses(document) == set(), path
 
 

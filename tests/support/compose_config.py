@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from tests.support import ROOT
 from tests.support.stack import run
@@ -59,3 +62,24 @@ def compose_config(*files: str, **env: str) -> dict[str, Any]:
     # check: a failure raises with the tails of compose's stdout and stderr.
     config: dict[str, Any] = json.loads(run_config(*files, env=clean_env(**env), check=True).stdout)
     return config
+
+
+class ComposeLoader(yaml.SafeLoader):
+    """Compose's merge tags (!override, !reset) read as the values they tag."""
+
+
+ComposeLoader.add_multi_constructor(
+    "!",
+    lambda loader, _tag, node: (
+        loader.construct_sequence(node)
+        if isinstance(node, yaml.SequenceNode)
+        else loader.construct_mapping(node)
+        if isinstance(node, yaml.MappingNode)
+        else loader.construct_scalar(node)
+    ),
+)
+
+
+def load_compose_file(path: Path) -> dict[str, Any]:
+    """One compose file as YAML, without Compose's merging or interpolation."""
+    return yaml.load(path.read_text(), Loader=ComposeLoader) or {}  # noqa: S506 - a SafeLoader

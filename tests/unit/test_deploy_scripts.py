@@ -13,10 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.support import ROOT
-from tests.support.compose_config import SECRET_NAMES
+from tests.support.compose_config import SECRET_NAMES, load_compose_file
 from tests.support.shell import bash, shell_function
 
 
@@ -428,15 +427,8 @@ def test_the_secret_names_are_the_ones_the_kit_uses():
     assert lib_secrets() == SECRET_NAMES
 
 
-class ComposeLoader(yaml.SafeLoader):
-    """YAML as Compose writes it: its tags (!override, !reset) read as nothing."""
-
-
-ComposeLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
-
-
 def test_the_deployed_secrets_are_the_ones_the_production_overlay_reads():
-    overlay = yaml.load((ROOT / "compose.prod.yaml").read_text(), Loader=ComposeLoader)  # noqa: S506 - a SafeLoader
+    overlay = load_compose_file(ROOT / "compose.prod.yaml")
     if "secrets" not in overlay:
         pytest.skip("compose.prod.yaml reads no secret files yet")
     # The observability profile's secrets are not shipped by make deploy: on the server,

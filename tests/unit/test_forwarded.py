@@ -1,10 +1,11 @@
 """Forwarded headers believed from the proxy alone, found by name (api/forwarded.py). The real
-name lookup runs for `localhost`; the proxy moving or vanishing is a lookup that answers in
-turn, the one thing a unit test cannot get from Docker's DNS."""
+lookup is asked what this host can answer; the proxy moving or vanishing is a lookup that
+answers in turn, the one thing a unit test cannot get from Docker's DNS (the e2e tests do)."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Iterable
 
 import pytest
@@ -62,11 +63,45 @@ def test_the_static_address_is_believed_and_no_other():
     assert asyncio.run(seen(app, "172.18.0.1")) == "172.18.0.1 http"
 
 
-def test_a_name_is_looked_up_for_real():
+def test_a_name_that_does_not_exist_is_an_answer_not_an_error():
+    assert asyncio.run(forwarded.docker_dns_lookup("no-such-proxy.invalid")) == set()
+
+
+def test_a_name_is_asked_as_an_absolute_name():
+    """`localhost` is in /etc/hosts; where that does not answer `localhost.`, no search
+    domain or hosts alias stands in for the proxy's name."""
+    try:
+        socket.getaddrinfo("localhost.", None)
+        pytest.skip("this host's resolver answers absolute names from /etc/hosts")
+    except socket.gaierror:
+        pass
+    assert socket.getaddrinfo("localhost", None)
+    assert asyncio.run(forwarded.docker_dns_lookup("localhost")) == set()
     app = ForwardedHeadersMiddleware(echo, allow_ips="", allow_names="localhost")
-    assert asyncio.run(seen(app, "127.0.0.1")) == "6.6.6.6 https"
-    assert "127.0.0.1" in app.resolved
-    assert asyncio.run(seen(app, "10.1.2.3")) == "10.1.2.3 http"
+    assert asyncio.run(seen(app, "127.0.0.1")) == "127.0.0.1 http"
+
+
+def test_a_network_in_the_addresses_is_matched_as_a_network(no_wait):
+    lookup = Answers({"10.0.0.5"})
+    app = ForwardedHeadersMiddleware(
+        echo, allow_ips="192.168.7.0/24", allow_names="proxy", lookup=lookup
+    )
+    assert asyncio.run(seen(app, "192.168.7.9")) == "6.6.6.6 https"
+    assert lookup.calls == 0  # trusted already: no lookup on its behalf
+
+
+def test_a_proxy_name_that_no_longer_exists_is_trusted_no_more(no_wait):
+    lookup = Answers({"10.0.0.5"}, set())
+    app = ForwardedHeadersMiddleware(echo, allow_ips="", allow_names="proxy", lookup=lookup)
+
+    async def run() -> list[str]:
+        return [
+            await seen(app, "10.0.0.5"),
+            await seen(app, "10.9.9.9"),
+            await seen(app, "10.0.0.5"),
+        ]
+
+    assert asyncio.run(run()) == ["6.6.6.6 https", "10.9.9.9 http", "10.0.0.5 http"]
 
 
 def test_a_recreated_proxy_is_trusted_at_its_new_address_and_the_old_one_is_not(no_wait):
@@ -133,3 +168,10 @@ def test_without_names_nothing_is_looked_up():
     app = ForwardedHeadersMiddleware(echo, allow_ips="127.0.0.1", lookup=lookup)
     assert asyncio.run(seen(app, "10.0.0.5")) == "10.0.0.5 http"
     assert lookup.calls == 0
+
+
+def test_the_gunicorn_worker_leaves_forwarded_headers_to_the_app():
+    """uvicorn's own layer would believe gunicorn's FORWARDED_ALLOW_IPS default (loopback)."""
+    from api.shutdown import GracefulUvicornWorker
+
+    assert GracefulUvicornWorker.CONFIG_KWARGS["proxy_headers"] is False

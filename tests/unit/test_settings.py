@@ -69,6 +69,7 @@ def test_worker_counts_from_environment(monkeypatch):
         ("FORWARDED_ALLOW_NAMES", "*", "FORWARDED_ALLOW_NAMES"),
         ("FORWARDED_ALLOW_NAMES", "proxy,10.0.0.0/8", "FORWARDED_ALLOW_NAMES"),
         ("FORWARDED_ALLOW_NAMES", "172.30.250.2", "FORWARDED_ALLOW_NAMES"),
+        ("FORWARDED_ALLOW_NAMES", "a" * 64, "FORWARDED_ALLOW_NAMES"),
         # Never equal to a browser's Origin header, so CORS would fail with no clue why.
         ("CORS_ALLOW_ORIGINS", "https://app.example.com/", "CORS_ALLOW_ORIGINS"),
         ("CORS_ALLOW_ORIGINS", "app.example.com", "CORS_ALLOW_ORIGINS"),
