@@ -63,12 +63,9 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
 # Celery itself is PID 1 (no shell): SIGTERM reaches it and starts a warm shutdown.
 CMD ["celery", "--app=worker.app", "worker", "--loglevel=INFO", "--without-gossip", "--without-mingle"]
 
-# `make dev`'s worker: the same process, its code writable by the app user so that Compose's watch
-# can sync a change in; Compose then restarts the container (SIGTERM: Celery's warm shutdown).
+# `make dev`'s worker: the same process, its code mounted read-only from the checkout
+# (compose.dev.yaml); Compose's watch restarts it on a change (SIGTERM: Celery's warm shutdown).
 FROM worker AS worker-dev
-USER 0:0
-RUN chown -R 10001:10001 /app
-USER 10001:10001
 
 # The api as an AWS Lambda function (api/lambda_handler.py), through the runtime interface client.
 # A frozen execution environment must not keep pooled connections: one per request (or RDS Proxy
@@ -83,13 +80,10 @@ ENTRYPOINT ["python", "-m", "awslambdaric"]
 CMD ["api.lambda_handler.handler"]
 
 # `make dev`'s api: gunicorn with the production settings plus a reloader (dev/gunicorn_conf.py),
-# under debugpy (attach on port 5678). The code is the app user's: Compose's watch syncs changes in.
+# under debugpy (attach on port 5678). api/ and core/ are mounted read-only from the checkout.
 FROM runtime AS api-dev
-USER 0:0
 COPY --from=build-debug /opt/debug /opt/debug
 COPY dev ./dev
-RUN chown -R 10001:10001 /app
-USER 10001:10001
 ENV PYTHONPATH=/app:/opt/debug
 EXPOSE 8000 5678
 CMD ["python", "-Xfrozen_modules=off", "-m", "debugpy", "--listen", "0.0.0.0:5678", \
