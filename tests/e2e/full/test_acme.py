@@ -427,6 +427,8 @@ class TestRenewal:
             f"{first.not_after - renewed.at:.0f} s before it expired; {load.summary()}; "
             f"{len(handshakes.seen)} verified handshakes"
         )
+        # The switch happened under the load, not before it began.
+        assert handshakes.seen[0].fingerprint == first.fingerprint, "renewed before the load"
         assert renewed.at < first.not_after, "renewed only after expiry"
         assert renewed.not_after > first.not_after
         assert DOMAIN in renewed.names, renewed.names
