@@ -232,3 +232,24 @@ def test_shell_scripts_are_shellcheck_clean():
         pytest.skip("no shell scripts")
     proc = subprocess.run(["shellcheck", *scripts], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
+
+
+def test_the_acme_test_overlay_adds_the_ca_without_changing_the_kit():
+    """tests/compose.acme.yaml (tests/e2e/full/test_acme.py): Pebble and challtestsrv on the edge
+    network with loopback ports only; the proxy gets the test CA's trust and nothing else."""
+    files = (*PROD, "tests/compose.acme.yaml")
+    env = {**PROD_SECRETS, "KIT_ACME_DIR": "/srv/acme-test", "ACME_CERTIFICATES_DURATION": "1"}
+    config = compose_config(*files, **env)
+    assert [e.message for e in schema("compose-spec.json").iter_errors(config)] == []
+    prod = compose_config(*PROD, **PROD_SECRETS, ACME_CERTIFICATES_DURATION="1")
+    for name in ("pebble", "challtestsrv"):
+        service = config["services"][name]
+        assert set(service["networks"]) == {"edge"}, name
+        assert {p["host_ip"] for p in service["ports"]} == {"127.0.0.1"}, name
+    proxy, kit_proxy = config["services"]["proxy"], prod["services"]["proxy"]
+    assert proxy["command"] == kit_proxy["command"]
+    assert "--certificatesResolvers.letsencrypt.acme.certificatesDuration=1" in proxy["command"]
+    added = {k: v for k, v in proxy["environment"].items() if k not in kit_proxy["environment"]}
+    assert added == {"LEGO_CA_CERTIFICATES": "/pebble-certs/pebble.minica.pem"}
+    assert proxy["image"] == kit_proxy["image"]
+    assert set(config["services"]) - set(prod["services"]) == {"pebble", "challtestsrv"}

@@ -98,8 +98,11 @@ class _Load:
         rate: float | None,
         headers: dict[str, str],
         timeout: float,
+        sni_hostname: str | None = None,
     ) -> None:
         self.base_url = base_url
+        # TLS's server name, where base_url names an address (a proxy that refuses unknown names).
+        self.extensions = {"sni_hostname": sni_hostname} if sni_hostname else {}
         self.requests = requests
         self.connections = connections
         self.rate = rate
@@ -125,9 +128,12 @@ class _Load:
                         path,
                         content=_trickle(json.dumps(body).encode(), upload_seconds),
                         headers={**extra, "Content-Type": "application/json"},
+                        extensions=self.extensions,
                     )
                 else:
-                    r = await client.request(method, path, json=body, headers=extra)
+                    r = await client.request(
+                        method, path, json=body, headers=extra, extensions=self.extensions
+                    )
                 kind = str(r.status_code)
                 rid, retry = "x-request-id" in r.headers, "retry-after" in r.headers
             except (httpx.ConnectError, httpx.ConnectTimeout):
@@ -178,10 +184,12 @@ def steady_load(
     headers: dict[str, str] | None = None,
     timeout: float = 10.0,
     max_seconds: float = 120.0,
+    sni_hostname: str | None = None,
 ) -> Iterator[LoadResult]:
     """Load from a background thread until the block ends (or max_seconds: bounded always).
-    `requests(i)` yields client i's requests; `rate` caps the total requests a second."""
-    load = _Load(base_url, requests, connections, rate, headers or {}, timeout)
+    `requests(i)` yields client i's requests; `rate` caps the total requests a second;
+    `sni_hostname` names the server in TLS where base_url holds an address."""
+    load = _Load(base_url, requests, connections, rate, headers or {}, timeout, sni_hostname)
     thread = threading.Thread(
         target=asyncio.run, args=(load._run(time.monotonic() + max_seconds),), daemon=True
     )
