@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -83,3 +84,14 @@ ComposeLoader.add_multi_constructor(
 def load_compose_file(path: Path) -> dict[str, Any]:
     """One compose file as YAML, without Compose's merging or interpolation."""
     return yaml.load(path.read_text(), Loader=ComposeLoader) or {}  # noqa: S506 - a SafeLoader
+
+
+def write_secret_files(directory: Path, **override: str) -> dict[str, str]:
+    """The production secret files in a new 0700 directory, random unless overridden; their
+    values. Each 0444: bind-mounted into containers of other users, the directory guards them."""
+    directory.mkdir(mode=0o700)
+    values = {name: secrets.token_hex(32) for name in SECRET_NAMES} | override
+    for name, value in values.items():
+        (directory / name).write_text(value + "\n")
+        (directory / name).chmod(0o444)
+    return values

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import socket
 import ssl
 import threading
@@ -33,7 +32,7 @@ import httpx
 import pytest
 
 from tests.support import stack as stack_module
-from tests.support.compose_config import SECRET_NAMES
+from tests.support.compose_config import write_secret_files
 from tests.support.load import cycle, get, steady_load
 from tests.support.stack import Stack, wait_until
 
@@ -60,14 +59,6 @@ RENEW_WITHIN = 240
 ORDER_LINE = "Added order"  # Pebble's log, one line per new order (wfe/wfe.go)
 
 T = TypeVar("T")
-
-
-def _write_secrets(directory: Path) -> None:
-    directory.mkdir(mode=0o700)
-    for name in SECRET_NAMES:
-        (directory / name).write_text(secrets.token_hex(32) + "\n")
-        # Bind-mounted into containers of other users; the 0700 directory guards the host side.
-        (directory / name).chmod(0o444)
 
 
 def _pebble_config(directory: Path, lifetime: int) -> None:
@@ -232,7 +223,7 @@ def _acme_stack(root: Path, lifetime: int, **env: str) -> AcmeStack:
     )
     for image in (PEBBLE_IMAGE, CHALLTESTSRV_IMAGE):
         stack_module.require(stack_module.image_exists(image), image)
-    _write_secrets(root / "secrets")
+    write_secret_files(root / "secrets")
     _pebble_config(root / "acme", lifetime)
     stack = Stack(
         project=PROJECT,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import socket
 import ssl
@@ -25,7 +24,7 @@ import pytest
 
 from tests.support import ROOT
 from tests.support import stack as stack_module
-from tests.support.compose_config import SECRET_NAMES, SECRETS_BY_SERVICE
+from tests.support.compose_config import SECRETS_BY_SERVICE, write_secret_files
 from tests.support.stack import Stack, run, wait_until
 
 # Overridable, so a second copy of this test can run beside another on one engine.
@@ -44,16 +43,6 @@ ALLOWED_CAP_ADD = {
 # socket (with no capability). Everything else is another user once started.
 ROOT_BY_DESIGN = {"socket-proxy"}
 PRIVATE_PATHS = ("/metrics", "/whoami", "/openapi.json", "/docs", "/redoc")
-
-
-def _write_secrets(directory: Path, **override: str) -> dict[str, str]:
-    directory.mkdir(mode=0o700)
-    values = {name: secrets.token_hex(32) for name in SECRET_NAMES} | override
-    for name, value in values.items():
-        (directory / name).write_text(value + "\n")
-        # Bind-mounted into containers of other users; the 0700 directory guards the host side.
-        (directory / name).chmod(0o444)
-    return values
 
 
 def _proxy_config(directory: Path) -> None:
@@ -80,7 +69,7 @@ def production(tmp_path_factory) -> Iterator[tuple[Stack, dict[str, str]]]:
         stack_module.image_exists(stack_module.TRAEFIK_IMAGE), stack_module.TRAEFIK_IMAGE
     )
     root = tmp_path_factory.mktemp("production")
-    values = _write_secrets(root / "secrets")
+    values = write_secret_files(root / "secrets")
     _proxy_config(root / "dynamic")
     prod = Stack(
         project=PROJECT,
@@ -306,7 +295,7 @@ def test_each_service_gets_only_its_secrets(containers):
 def test_a_short_jwt_secret_stops_the_api_naming_it(production, tmp_path):
     stack, _ = production
     weak = tmp_path / "weak"
-    _write_secrets(weak, jwt_secret="short-secret")
+    write_secret_files(weak, jwt_secret="short-secret")
     # The api's own command: gunicorn reads the settings before it binds.
     proc = stack.compose(
         "run", "--rm", "--no-deps", "api", check=False, timeout=120, SECRETS_DIR=str(weak)
@@ -319,7 +308,7 @@ def test_a_short_jwt_secret_stops_the_api_naming_it(production, tmp_path):
 def test_a_missing_secret_file_stops_the_service_naming_it(production, tmp_path):
     stack, _ = production
     partial = tmp_path / "partial"
-    _write_secrets(partial)
+    write_secret_files(partial)
     (partial / "jwt_secret").unlink()
     proc = stack.compose(
         "run", "--rm", "--no-deps", "api", "true", check=False, SECRETS_DIR=str(partial)
