@@ -37,6 +37,11 @@ async def seen(app: ForwardedHeadersMiddleware, peer: str) -> str:
     return sent[-1]["body"].decode()
 
 
+async def seen_in_turn(app: ForwardedHeadersMiddleware, *peers: str) -> list[str]:
+    """What the app saw of one request from each peer, sent one after the other."""
+    return [await seen(app, peer) for peer in peers]
+
+
 class Answers:
     """A name whose addresses change between lookups, as a recreated proxy's do."""
 
@@ -94,14 +99,11 @@ def test_a_proxy_name_that_no_longer_exists_is_trusted_no_more(no_wait):
     lookup = Answers({"10.0.0.5"}, set())
     app = ForwardedHeadersMiddleware(echo, allow_ips="", allow_names="proxy", lookup=lookup)
 
-    async def run() -> list[str]:
-        return [
-            await seen(app, "10.0.0.5"),
-            await seen(app, "10.9.9.9"),
-            await seen(app, "10.0.0.5"),
-        ]
-
-    assert asyncio.run(run()) == ["6.6.6.6 https", "10.9.9.9 http", "10.0.0.5 http"]
+    assert asyncio.run(seen_in_turn(app, "10.0.0.5", "10.9.9.9", "10.0.0.5")) == [
+        "6.6.6.6 https",
+        "10.9.9.9 http",
+        "10.0.0.5 http",
+    ]
 
 
 def test_a_recreated_proxy_is_trusted_at_its_new_address_and_the_old_one_is_not(no_wait):
@@ -110,28 +112,22 @@ def test_a_recreated_proxy_is_trusted_at_its_new_address_and_the_old_one_is_not(
         echo, allow_ips="127.0.0.1", allow_names="proxy", lookup=lookup
     )
 
-    async def run() -> list[str]:
-        return [
-            await seen(app, "10.0.0.5"),
-            await seen(app, "10.0.0.9"),
-            await seen(app, "10.0.0.5"),
-        ]
-
-    assert asyncio.run(run()) == ["6.6.6.6 https", "6.6.6.6 https", "10.0.0.5 http"]
+    assert asyncio.run(seen_in_turn(app, "10.0.0.5", "10.0.0.9", "10.0.0.5")) == [
+        "6.6.6.6 https",
+        "6.6.6.6 https",
+        "10.0.0.5 http",
+    ]
 
 
 def test_a_lookup_that_fails_keeps_what_was_trusted(no_wait):
     lookup = Answers({"10.0.0.5"}, OSError("Name or service not known"))
     app = ForwardedHeadersMiddleware(echo, allow_ips="", allow_names="proxy", lookup=lookup)
 
-    async def run() -> list[str]:
-        return [
-            await seen(app, "10.0.0.5"),
-            await seen(app, "10.9.9.9"),
-            await seen(app, "10.0.0.5"),
-        ]
-
-    assert asyncio.run(run()) == ["6.6.6.6 https", "10.9.9.9 http", "6.6.6.6 https"]
+    assert asyncio.run(seen_in_turn(app, "10.0.0.5", "10.9.9.9", "10.0.0.5")) == [
+        "6.6.6.6 https",
+        "10.9.9.9 http",
+        "6.6.6.6 https",
+    ]
     assert app.resolved == {"10.0.0.5"}
 
 
