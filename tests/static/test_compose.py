@@ -253,3 +253,27 @@ def test_the_acme_test_overlay_adds_the_ca_without_changing_the_kit():
     assert added == {"LEGO_CA_CERTIFICATES": "/pebble-certs/pebble.minica.pem"}
     assert proxy["image"] == kit_proxy["image"]
     assert set(config["services"]) - set(prod["services"]) == {"pebble", "challtestsrv"}
+
+
+@pytest.mark.parametrize(
+    ("resolver", "challenge"),
+    [("letsencrypt", "httpChallenge.entryPoint=web"), ("letsencrypt-tls", "tlsChallenge=true")],
+)
+def test_each_acme_resolver_is_one_account_with_its_own_challenge(resolver, challenge):
+    """ACME_RESOLVER picks the api router's resolver; both share the account, the storage (the
+    certificate a switch keeps), the CA and the renewal plan, and differ in the challenge only."""
+    prod = compose_config(*PROD, **PROD_SECRETS, ACME_RESOLVER=resolver)
+    labels = prod["services"]["api"]["labels"]
+    assert labels["traefik.http.routers.api.tls.certresolver"] == resolver
+    flags = prod["services"]["proxy"]["command"]
+    prefix = f"--certificatesResolvers.{resolver}.acme."
+    own = sorted(flag.removeprefix(prefix) for flag in flags if flag.startswith(prefix))
+    shared = [
+        "caServer=https://acme-v02.api.letsencrypt.org/directory",
+        "certificatesDuration=2160",
+    ]
+    assert own == sorted(
+        [*shared, challenge, "email=ops@example.com", "storage=/letsencrypt/acme.json"]
+    )
+    resolvers = {f.split(".")[1] for f in flags if f.startswith("--certificatesResolvers.")}
+    assert resolvers == {"letsencrypt", "letsencrypt-tls"}

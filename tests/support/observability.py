@@ -41,7 +41,7 @@ def dashboard_queries() -> list[tuple[str, str, str]]:
 def alert_rules() -> list[dict[str, Any]]:
     return [
         rule
-        for path in sorted(RULES.glob("*.yml"))
+        for path in sorted(RULES.glob("**/*.yml"))
         for group in yaml.safe_load(path.read_text())["groups"]
         for rule in group["rules"]
         if "alert" in rule

@@ -7,11 +7,14 @@ published to): the same path Let's Encrypt takes, validation included. Traefik t
 HTTPS certificate through LEGO_CA_CERTIFICATES, as Traefik documents; the kit's image is the one
 production runs.
 
-Two stacks, one after the other: a 90-day certificate (issuance, then restart, down and up, an
-acme.json left root-owned by an earlier kit: the same certificate and no new order each time),
-and certificates that live 21 minutes with ACME_CERTIFICATES_DURATION=1, which Traefik renews
-from its once-a-minute check (20 minutes before expiry below 24 h: getCertificateRenewDurations
-in Traefik's pkg/provider/acme/provider.go), under steady HTTPS load.
+Three stacks, one after the other: a 90-day certificate (issuance, then restart, down and up, an
+acme.json left root-owned by an earlier kit: the same certificate and no new order each time);
+certificates that live 21 minutes with ACME_CERTIFICATES_DURATION=1, which Traefik renews from
+its once-a-minute check (20 minutes before expiry below 24 h: getCertificateRenewDurations in
+Traefik's pkg/provider/acme/provider.go), under steady HTTPS load; and ACME_RESOLVER=
+letsencrypt-tls on a host whose port 80 nobody can reach: first the name resolving elsewhere
+(the failure is an ERROR line, no certificate in Traefik's metric, refused handshakes), then
+the runbook's fix (DNS here, restart the proxy) and a certificate through TLS-ALPN-01 alone.
 """
 
 from __future__ import annotations
@@ -57,11 +60,13 @@ ISSUE_WITHIN = 180
 # Issuance plus two of Traefik's checks (a minute apart) plus the order.
 RENEW_WITHIN = 240
 ORDER_LINE = "Added order"  # Pebble's log, one line per new order (wfe/wfe.go)
+HTTP_VALIDATION = "Attempting to validate w/ HTTP: "  # Pebble's log (va/va.go)
+WEB_PORT = 8000  # the proxy's web entrypoint in its container; 8001: nothing listens there
 
 T = TypeVar("T")
 
 
-def _pebble_config(directory: Path, lifetime: int) -> None:
+def _pebble_config(directory: Path, lifetime: int, http_port: int) -> None:
     """Pebble's own test configuration, but validating on the proxy's entrypoint ports inside
     its container (Pebble dials the resolved address on httpPort for HTTP-01, tlsPort for
     TLS-ALPN-01) and with one profile, so every order gets this lifetime (Pebble picks a random
@@ -73,7 +78,7 @@ def _pebble_config(directory: Path, lifetime: int) -> None:
             "managementListenAddress": "0.0.0.0:15000",
             "certificate": "/test/certs/localhost/cert.pem",
             "privateKey": "/test/certs/localhost/key.pem",
-            "httpPort": 8000,
+            "httpPort": http_port,
             "tlsPort": 8443,
             "ocspResponderURL": "",
             "externalAccountBindingRequired": False,
@@ -102,18 +107,20 @@ class AcmeStack:
     stack: Stack
     root: Path
     timings: dict[str, float] = field(default_factory=dict)
+    dns_answer: str = ""  # the address challtestsrv gives for every name
 
     # ---------------------------------------------------------------------------- compose --
 
-    def up(self) -> float:
-        """The CA and the proxy first, the DNS answer set to the proxy's address, then the rest:
-        Traefik orders as soon as the api's router appears (when the api is healthy), and the
-        proxy has no fixed address to give challtestsrv before its container exists. Returns the
-        monotonic time `up` began."""
+    def up(self, dns_elsewhere: bool = False) -> float:
+        """The CA and the proxy first, the DNS answer set to the proxy's address (or, to make
+        the challenge fail, challtestsrv's own, where nothing answers the challenge), then the
+        rest: Traefik orders as soon as the api's router appears (when the api is healthy), and
+        the proxy has no fixed address to give challtestsrv before its container exists.
+        Returns the monotonic time `up` began."""
         started = time.monotonic()
         self.stack.compose("up", "-d", "--wait", "--wait-timeout", "120", *CA_SERVICES, "proxy")
         self.timings["ca and proxy"] = time.monotonic() - started
-        self.point_dns_at_proxy()
+        self.point_dns_at("challtestsrv" if dns_elsewhere else "proxy")
         self.stack.up(*CA_SERVICES, build=False)
         self.timings["whole stack"] = time.monotonic() - started
         return started
@@ -135,13 +142,14 @@ class AcmeStack:
     def _port(self, service: str, port: int) -> int:
         return self.stack.published_port(service, port)
 
-    def point_dns_at_proxy(self) -> str:
-        proxy = self.stack.container_ids("proxy")[0]
-        networks = self.stack.inspect(proxy)["NetworkSettings"]["Networks"]
+    def point_dns_at(self, service: str) -> str:
+        container = self.stack.container_ids(service)[0]
+        networks = self.stack.inspect(container)["NetworkSettings"]["Networks"]
         address = str(networks[f"{self.stack.project}_edge"]["IPAddress"])
-        assert address, f"the proxy has no address on the edge network: {networks}"
+        assert address, f"{service} has no address on the edge network: {networks}"
         url = f"http://127.0.0.1:{self._port('challtestsrv', 8055)}/set-default-ipv4"
         wait_until(lambda: httpx.post(url, json={"ip": address}, timeout=5).is_success, 30)
+        self.dns_answer = address
         return address
 
     @property
@@ -165,6 +173,28 @@ class AcmeStack:
     def orders(self) -> int:
         logs = self.stack.compose("logs", "--no-color", "pebble").stdout
         return logs.count(ORDER_LINE)
+
+    def proxy_errors(self) -> list[dict[str, Any]]:
+        """The proxy's ERROR lines (its log is JSON, compose.yaml's --log.format)."""
+        lines = self.stack.compose("logs", "--no-color", "--no-log-prefix", "proxy").stdout
+        parsed = [json.loads(line) for line in lines.splitlines() if line.startswith("{")]
+        return [line for line in parsed if line.get("level") == "error"]
+
+    def certificate_metrics(self) -> dict[str, float]:
+        """traefik_tls_certs_not_after by its `sans` label, from the proxy's metrics entrypoint
+        (:8082, reached from the api over the edge network as Prometheus reaches it)."""
+        text = self.stack.exec_python(
+            "api",
+            "import urllib.request; "
+            "print(urllib.request.urlopen('http://proxy:8082/metrics', timeout=5).read().decode())",
+        )
+        series: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith("traefik_tls_certs_not_after{"):
+                labels, value = line.rsplit(" ", 1)
+                sans = labels.split('sans="', 1)[1].split('"', 1)[0]
+                series[sans] = float(value)
+        return series
 
     # -------------------------------------------------------------------------- the edge --
 
@@ -217,14 +247,14 @@ class AcmeStack:
             pytest.fail(f"{what} not within {within}s ({error}){self.diagnosis()}", pytrace=False)
 
 
-def _acme_stack(root: Path, lifetime: int, **env: str) -> AcmeStack:
+def _acme_stack(root: Path, lifetime: int, http_port: int = WEB_PORT, **env: str) -> AcmeStack:
     stack_module.require(
         stack_module.image_exists(stack_module.TRAEFIK_IMAGE), stack_module.TRAEFIK_IMAGE
     )
     for image in (PEBBLE_IMAGE, CHALLTESTSRV_IMAGE):
         stack_module.require(stack_module.image_exists(image), image)
     write_secret_files(root / "secrets")
-    _pebble_config(root / "acme", lifetime)
+    _pebble_config(root / "acme", lifetime, http_port)
     stack = Stack(
         project=PROJECT,
         files=FILES,
@@ -285,6 +315,8 @@ class TestIssuanceAndPersistence:
         assert DOMAIN in first.names, first.names
         assert first.not_after > time.time() + 80 * 24 * 3600, "not the 90-day profile"
         assert acme.orders() == 1, acme.diagnosis()
+        # What TlsCertificateExpiresSoon and TlsCertificateMissing read (observability/rules/).
+        assert acme.certificate_metrics() == {DOMAIN: first.not_after}
 
     def test_pebble_validated_the_challenge_on_the_proxys_web_entrypoint(self, issued):
         """No shortcut: Pebble resolved the name through challtestsrv and fetched the token from
@@ -433,3 +465,72 @@ class TestRenewal:
         state = acme.stack.inspect(proxy)["State"]
         assert state["StartedAt"] == started_at, "the proxy restarted"
         assert acme.stack.inspect(proxy)["RestartCount"] == 0
+
+
+# ------------------------------------------------- TLS-ALPN-01, and a failed challenge first --
+
+
+@pytest.fixture(scope="class")
+def port_80_closed(tmp_path_factory) -> Iterator[AcmeStack]:
+    """ACME_RESOLVER=letsencrypt-tls, and Pebble validates HTTP-01 on a port where nothing
+    listens: a host whose port 80 is closed. DNS answers with the wrong address at first."""
+    acme = _acme_stack(
+        tmp_path_factory.mktemp("acme-tls-alpn"),
+        NINETY_DAYS,
+        http_port=WEB_PORT + 1,
+        ACME_RESOLVER="letsencrypt-tls",
+    )
+    try:
+        acme.stack.compose("build", timeout=900)
+        acme.up(dns_elsewhere=True)
+        yield acme
+    finally:
+        if not os.environ.get("KIT_TEST_KEEP"):
+            acme.stack.down()
+
+
+class TestTlsAlpnAfterAFailedChallenge:
+    def test_a_failed_challenge_is_an_error_line_and_no_certificate(self, port_80_closed):
+        acme = port_80_closed
+        failed = acme.wait(
+            lambda: next(
+                (
+                    line
+                    for line in acme.proxy_errors()
+                    if line.get("message", "").startswith("Unable to obtain ACME certificate")
+                    and DOMAIN in line.get("domains", [])
+                ),
+                None,
+            ),
+            ISSUE_WITHIN,
+            "the proxy's ERROR line for the failed order",
+        )
+        print(f"\n[acme] failed order, the proxy's error: {failed['error'][:300]}")
+        # Pebble's wording, as Let's Encrypt's: the address it was given and the challenge.
+        expected = f"Failed to connect to {acme.dns_answer}:8443 for the tls-alpn-01 challenge"
+        assert expected in failed["error"], failed["error"]
+        assert failed.get("providerName") == "letsencrypt-tls.acme", failed
+        assert "set INVALID by completed challenge" in acme.stack.logs("pebble", tail=200)
+        # No certificate but Traefik's own, which its metric leaves out: TlsCertificateMissing.
+        assert acme.certificate_metrics() == {}
+        with pytest.raises(ssl.SSLError):  # sniStrict: no certificate for the name, no handshake
+            acme.served(acme.pebble_root())
+
+    def test_dns_fixed_and_a_restart_get_the_certificate_through_tls_alpn(self, port_80_closed):
+        """The runbook's fix. Port 80 is unreachable for Pebble and challtestsrv holds no TXT
+        record, so a valid authorization can only come from TLS-ALPN-01 on port 443."""
+        acme = port_80_closed
+        acme.point_dns_at("proxy")
+        acme.stack.compose("restart", "proxy")
+        root_pem = acme.pebble_root()
+        acme.wait(
+            lambda: acme.verified_get(root_pem).status_code == 200,
+            ISSUE_WITHIN,
+            f"a verified HTTPS answer for {DOMAIN} after the fix",
+        )
+        served = acme.served(root_pem)
+        assert DOMAIN in served.names, served.names
+        logs = acme.stack.compose("logs", "--no-color", "pebble").stdout
+        assert "set VALID by completed challenge" in logs, logs[-3000:]
+        assert HTTP_VALIDATION not in logs, "Pebble tried HTTP-01" + logs[-3000:]
+        assert acme.certificate_metrics() == {DOMAIN: served.not_after}
