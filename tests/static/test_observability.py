@@ -258,3 +258,21 @@ def test_alertmanager_configuration_from_environment_and_secret_files(tmp_path):
     email = receiver["email_configs"][0]
     assert (email["to"], email["auth_password"]) == ("ops@example.com", "p'w")
     assert both["route"]["group_wait"] == "5s"
+
+
+def test_production_alone_loads_the_production_rules():
+    """rules/production/ (TlsCertificateMissing) holds in production only: development serves
+    Traefik's own certificate on purpose. prometheus.yml globs where compose.prod.yaml mounts it."""
+    globs = yaml.safe_load((OBSERVABILITY / "prometheus.yml").read_text())["rule_files"]
+    assert "/etc/prometheus/rules-production/*.yml" in globs
+
+    def mounts(config):
+        volumes = config["services"]["prometheus"]["volumes"]
+        return {v["target"]: v["source"] for v in volumes}
+
+    prod = compose_config(*PROD, **PROD_SECRETS, COMPOSE_PROFILES="observability")
+    dev = compose_config(COMPOSE_PROFILES="observability")
+    assert mounts(prod)["/etc/prometheus/rules-production"] == str(
+        OBSERVABILITY / "rules/production"
+    )
+    assert "/etc/prometheus/rules-production" not in mounts(dev)
