@@ -5,9 +5,10 @@ Both steps hold the migration advisory lock, so replicas or a deploy racing an o
 after the other (two `CREATE ROLE` at once would fail).
 
 The upgrade runs with the lock and statement timeouts of api/migration_timeouts.py, in one
-transaction: a lock timeout undoes all of it, and it is tried again a bounded number of times
-(MIGRATION_LOCK_RETRIES), with a growing pause. Any failure exits non-zero, which stops a deploy
-before the switch (deploy/remote-lib.sh's activate), the previous release still serving.
+transaction (but for a migration's autocommit_block): a lock timeout rolls it back, and it is
+tried again a bounded number of times (MIGRATION_LOCK_RETRIES), with a growing pause. Any failure
+exits non-zero, which stops a deploy before the switch (deploy/remote-lib.sh's activate), the
+previous release still serving.
 """
 
 from __future__ import annotations
@@ -90,8 +91,9 @@ def upgrade(settings: Settings, config: Config) -> None:
             if sqlstate == STATEMENT_TIMEOUT:
                 raise SystemExit(
                     f"migration failed: statement timeout{on} (MIGRATION_STATEMENT_TIMEOUT_MS="
-                    f"{settings.migration_statement_timeout_ms}); nothing was applied. A statement "
-                    "meant to run long: api.migration_timeouts.statement_timeout (docs/deploy.md)"
+                    f"{settings.migration_statement_timeout_ms}); the upgrade was rolled back. A "
+                    "statement meant to run long: api.migration_timeouts.statement_timeout "
+                    "(docs/deploy.md)"
                 ) from exc
             if sqlstate != LOCK_TIMEOUT:
                 raise
@@ -100,7 +102,7 @@ def upgrade(settings: Settings, config: Config) -> None:
                 raise SystemExit(
                     f"migration failed: lock timeout{on} after {retries + 1} attempt(s) of "
                     f"{settings.migration_lock_timeout_ms} ms (MIGRATION_LOCK_TIMEOUT_MS); "
-                    f"nothing was applied. Holding it: {holders or 'unknown'}"
+                    f"the upgrade was rolled back. Holding it: {holders or 'unknown'}"
                 ) from exc
             pause = pause_before(attempt + 1)
             log.warning(

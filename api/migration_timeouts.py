@@ -9,7 +9,8 @@ lets a statement run longer on purpose:
             op.execute("UPDATE items SET ...")
 
 The lock timeout is never lifted: a statement that waits for a lock holds every query on that
-table behind it. Everything runs in one transaction, so SET LOCAL lasts until it commits.
+table behind it. Session-level SET, not SET LOCAL: it lasts through an `autocommit_block()` (an
+index built CONCURRENTLY, outside the transaction) and the migrations after it.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from core.settings import Settings, get_settings
 
 
 def timeout_statements(settings: Settings) -> list[str]:
-    """SET LOCAL for both timeouts, from the settings."""
+    """SET for both timeouts, from the settings."""
     return [
-        f"SET LOCAL lock_timeout = '{settings.migration_lock_timeout_ms}ms'",
-        f"SET LOCAL statement_timeout = '{settings.migration_statement_timeout_ms}ms'",
+        f"SET lock_timeout = '{settings.migration_lock_timeout_ms}ms'",
+        f"SET statement_timeout = '{settings.migration_statement_timeout_ms}ms'",
     ]
 
 
@@ -34,6 +35,6 @@ def timeout_statements(settings: Settings) -> list[str]:
 def statement_timeout(*, seconds: float) -> Iterator[None]:
     """The statements in the block may each run for `seconds`; after it, the setting again. No
     `finally`: after a failed statement the transaction accepts no SET, and the error must show."""
-    op.execute(f"SET LOCAL statement_timeout = '{round(seconds * 1000)}ms'")
+    op.execute(f"SET statement_timeout = '{round(seconds * 1000)}ms'")
     yield
     op.execute(timeout_statements(get_settings())[1])

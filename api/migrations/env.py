@@ -40,7 +40,7 @@ def run_migrations_online() -> None:
             context.configure(
                 connection=connection, target_metadata=target_metadata, compare_type=True
             )
-            # After the advisory lock, which would otherwise wait only lock_timeout too.
+            # After the advisory lock, whose wait for another migrator lock_timeout would cut short.
             with context.begin_transaction():
                 for statement in timeout_statements(settings):
                     context.execute(statement)

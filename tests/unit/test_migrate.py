@@ -36,6 +36,6 @@ def test_pauses_grow_and_are_bounded():
 def test_timeouts_come_from_the_settings():
     settings = Settings(migration_lock_timeout_ms=1500, migration_statement_timeout_ms=9000)
     assert timeout_statements(settings) == [
-        "SET LOCAL lock_timeout = '1500ms'",
-        "SET LOCAL statement_timeout = '9000ms'",
+        "SET lock_timeout = '1500ms'",
+        "SET statement_timeout = '9000ms'",
     ]
