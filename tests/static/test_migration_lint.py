@@ -50,6 +50,7 @@ UNSAFE = {
     "renaming-table": 'op.rename_table("items", "products")',
     "ban-drop-table": 'op.drop_table("cache_debts")',
     "require-concurrent-index-creation": 'op.create_index("ix_items_name", "items", ["name"])',
+    "changing-column-type": 'op.alter_column("items", "name", type_=sa.Text())',
 }
 
 SAFE = {
