@@ -132,13 +132,14 @@ bench-observability: ## What the observability profile costs: api throughput wit
 # The pre-commit hooks (.pre-commit-config.yaml) run these steps but lint-alerts, before each
 # commit; tests/static/test_repository.py holds the two lists together.
 .PHONY: lint
-lint: ## ruff, mypy (strict), hadolint, shellcheck, large files, schema checks (uv); alert rules (Docker)
+lint: ## ruff, mypy (strict), hadolint, shellcheck, large files, migration lint, schema checks (uv); alert rules (Docker)
 	uv run --frozen ruff check .
 	uv run --frozen ruff format --check .
 	uv run --frozen mypy
 	uv run --frozen hadolint Dockerfile db/Dockerfile tests/backup_host/Dockerfile bench/peer/Dockerfile
 	uv run --frozen shellcheck .ci/run .ci/large-files.sh deploy/*.sh deploy/swarm/*.sh db/*.sh db/bin/* tests/backup_host/*.sh
 	.ci/large-files.sh
+	uv run --frozen python -m api.migration_lint
 	uv run --frozen pytest -q tests/static
 	$(MAKE) --no-print-directory lint-alerts
 

@@ -192,6 +192,14 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(0, ge=0, le=100)
     db_pool_timeout: float = Field(10.0, gt=0)
     db_statement_timeout_ms: int = Field(15_000, ge=0)
+    # The migrate step (api/migrate.py). A DDL statement waiting for its table's lock queues every
+    # query on that table behind it: it gives up after MIGRATION_LOCK_TIMEOUT_MS, well inside a
+    # request's budget, and the whole upgrade is tried again up to MIGRATION_LOCK_RETRIES times.
+    migration_lock_timeout_ms: int = Field(2_000, ge=1)
+    migration_lock_retries: int = Field(5, ge=0)
+    # Each migration statement's limit: a rewrite of a large table fails the deploy instead of
+    # blocking the table for minutes (api/migration_timeouts.py lifts it for one, on purpose).
+    migration_statement_timeout_ms: int = Field(5_000, ge=1)
     # per-request: a connection opened for each request and closed after it, no pool. For AWS
     # Lambda, where an execution environment is frozen between invocations and a pooled
     # connection outlives the server's side of it (or use RDS Proxy, and keep "pooled").

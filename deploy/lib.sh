@@ -262,7 +262,7 @@ deploy() {
   remote check "$release" || die "the production env fails docker compose config (see above)"
   ship_images "$release"
   if ! remote activate "$release"; then
-    remote record failed "$release" "$DEPLOY_WHO" "new containers unhealthy; previous release kept"
+    remote record failed "$release" "$DEPLOY_WHO" "migrations or new containers failed; previous release kept"
     die "release $release failed; the previous release is still serving"
   fi
   go_live "$release"

@@ -255,7 +255,9 @@ activate() { # RELEASE: backup, infrastructure, migrations, api, worker, switch
   sync_proxy_config "$release"
   backup "before-$release"
   compose "$release" up -d --wait db redis proxy backup
-  compose "$release" run --rm migrate
+  # One transaction (api/migrate.py): a failed migration leaves the schema as it was.
+  compose "$release" run --rm migrate ||
+    { echo "migrations failed (above): nothing switched; the previous release keeps serving" >&2; return 1; }
   rollout_api "$release"
   rollout_worker "$release"
   switch_current "$release"

@@ -1,5 +1,6 @@
 """Alembic environment. Runs under a PostgreSQL advisory lock, so two migrators started at once
-(replicas, a deploy racing an operator) run one after the other instead of racing."""
+(replicas, a deploy racing an operator) run one after the other instead of racing; and with the
+migrate step's lock and statement timeouts (api/migration_timeouts.py), online and offline."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from alembic import context
 from sqlalchemy import text
 
 from api.migration_lock import MIGRATION_LOCK_ID
+from api.migration_timeouts import timeout_statements
 from core.models import Base
 from core.settings import get_settings
 from core.sync_engine import make_sync_engine
@@ -23,11 +25,14 @@ def run_migrations_offline() -> None:
         compare_type=True,
     )
     with context.begin_transaction():
+        for statement in timeout_statements(get_settings()):
+            context.execute(statement)
         context.run_migrations()
 
 
 def run_migrations_online() -> None:
-    engine = config.attributes.get("connection") or make_sync_engine(get_settings())
+    settings = get_settings()
+    engine = config.attributes.get("connection") or make_sync_engine(settings, "migrate")
     with engine.connect() as connection:
         connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": MIGRATION_LOCK_ID})
         try:
@@ -35,7 +40,10 @@ def run_migrations_online() -> None:
             context.configure(
                 connection=connection, target_metadata=target_metadata, compare_type=True
             )
+            # After the advisory lock, whose wait for another migrator lock_timeout would cut short.
             with context.begin_transaction():
+                for statement in timeout_statements(settings):
+                    context.execute(statement)
                 context.run_migrations()
             connection.commit()
         finally:

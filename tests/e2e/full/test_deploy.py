@@ -2,7 +2,8 @@
 Engine behind it and its own deploy path. Its host key pinned (make deploy-trust), the secrets as
 files. Release 1, release 2 under load (zero failed requests), a broken release 3 (deployed
 uncommitted) that must leave release 2 serving, a rollback to release 1, the lock, the log, the
-backups and who may read them; then make scale, run on the server, in production mode."""
+backups and who may read them; then make scale, run on the server, in production mode; then a
+release whose migration waits behind a held lock on items: refused, with nothing failed."""
 
 from __future__ import annotations
 
@@ -477,3 +478,134 @@ def test_make_scale_on_the_server_starts_production_containers(workspace, server
     finally:
         on_server(server, source, f"cd {current} && make scale REPLICAS={replicas}")
     assert len(api_containers()) == replicas
+
+
+LOCK_TEST_MIGRATION = '''"""deploy test: a column on items, behind a held lock"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "deploylock"
+down_revision = "{head}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column("items", sa.Column("deploy_lock_test", sa.Text(), nullable=True))
+
+
+def downgrade() -> None:
+    op.drop_column("items", "deploy_lock_test")
+'''
+# A transaction that read items and stays open (ACCESS SHARE, as any read takes): it does not
+# block the app's reads and writes, only the ALTER TABLE's ACCESS EXCLUSIVE, and everything that
+# queues behind that.
+HOLD_ITEMS = (
+    'PGAPPNAME=deploy-test-lock psql -XAtq -v ON_ERROR_STOP=1 -U "$POSTGRES_USER" '
+    '-d "$POSTGRES_DB" -c BEGIN -c "LOCK TABLE items IN ACCESS SHARE MODE" '
+    '-c "SELECT pg_sleep(600)"'
+)
+LOCK_HELD = (
+    "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+    "WHERE a.application_name = 'deploy-test-lock' AND l.relation = 'items'::regclass "
+    "AND l.granted"
+)
+LOCK_TEST_RETRIES = 2
+
+
+def test_a_migration_behind_a_held_lock_fails_the_deploy_and_the_old_release_serves(workspace):
+    """A long transaction holds a lock on items; a release whose migration alters items is
+    deployed under steady reads and writes: not one request fails, the deploy fails naming the
+    lock timeout, the old release serves. With the transaction gone, the same deploy succeeds."""
+    source, srv, env = workspace
+    if not (srv / "current").exists():  # run on its own: a release first
+        commit_release(source, 1)
+        workspace.make("deploy")
+    client = https_client()
+    old_release = serving_release(client)
+    old_current = (srv / "current").resolve().name
+    head = current_revision(srv, env)
+    migration = source / "api" / "migrations" / "versions" / "20261201_9001_deploy_lock_test.py"
+    migration.write_text(LOCK_TEST_MIGRATION.replace("{head}", head))
+    run(["git", "add", str(migration)], cwd=source)
+    # A healthy /ready again, after the first test's release 5 broke it.
+    ops = source / "api" / "routes" / "ops.py"
+    ops.write_text(ops.read_text().replace(READY_PATCH[1], READY_PATCH[0]))
+    commit_release(source, 6)
+    # The default lock timeout (MIGRATION_LOCK_TIMEOUT_MS), fewer retries to keep the test short.
+    env_file = Path(env["DEPLOY_ENV_FILE"])
+    production_env = env_file.read_text()
+    env_file.write_text(production_env + f"MIGRATION_LOCK_RETRIES={LOCK_TEST_RETRIES}\n")
+
+    token = run(
+        [*current_compose(srv), "exec", "-T", "api", "python", "-m", "api.token", "lock-test"],
+        env=env,
+    ).stdout.strip()
+    writer = {"Authorization": f"Bearer {token}"}
+    item = client.post("/items", json={"name": "read during a held lock"}, headers=writer)
+    assert item.status_code == 201
+    traffic = cycle(
+        get(f"/items/{item.json()['id']}"),
+        get("/items?limit=10"),
+        post("/items", {"name": "written during a held lock"}, **writer),
+    )
+    holder = subprocess.Popen(
+        [*current_compose(srv), "exec", "-T", "db", "sh", "-c", HOLD_ITEMS],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: psql(current_compose(srv), LOCK_HELD, env=env) == "1", within=30)
+        with (
+            SteadyLoad() as load,
+            steady_load(
+                CLIENT_BASE, traffic, headers=API_HOST, connections=8, rate=60, max_seconds=600
+            ) as users,
+        ):
+            time.sleep(2)
+            refused = workspace.make("deploy", check=False)
+            time.sleep(2)
+    finally:
+        psql(
+            current_compose(srv),
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'deploy-test-lock'",
+            env=env,
+        )
+        holder.wait(timeout=30)
+    output = refused.stdout + refused.stderr
+    assert refused.returncode != 0
+    assert "migration failed: lock timeout on table items" in output, output[-5000:]
+    assert "(deploy-test-lock, " in output, "names who holds the lock"
+    for retry in range(1, LOCK_TEST_RETRIES + 1):
+        assert f"lock timeout on table items: retry {retry}/{LOCK_TEST_RETRIES}" in output
+    assert "previous release is still serving" in refused.stderr
+    assert set(load.outcomes) == {"200"}, f"{load.outcomes}\n{proxy_log(srv, env)}"
+    assert load.releases_seen == [old_release]
+    assert users.failures() == [], f"{users.kinds()}\n{proxy_log(srv, env)}"
+    assert sum(o.method == "POST" and o.ok for o in users.outcomes) > 20, users.summary()
+    assert (srv / "current").resolve().name == old_current
+    assert current_revision(srv, env) == head, "the upgrade was rolled back"
+    last = workspace.make("deploy-log").stdout.splitlines()[-1].split("\t")
+    assert last[1] == "failed", last
+
+    # The transaction gone: the same commit deploys, under the same load.
+    try:
+        with (
+            SteadyLoad() as load,
+            steady_load(
+                CLIENT_BASE, traffic, headers=API_HOST, connections=8, rate=60, max_seconds=600
+            ) as users,
+        ):
+            deployed = workspace.make("deploy")
+            wait_until(lambda: load.releases_seen[-1] == 6, within=30)
+            time.sleep(2)
+    finally:
+        env_file.write_text(production_env)
+    assert "lock timeout" not in deployed.stdout + deployed.stderr
+    assert set(load.outcomes) == {"200"}, f"{load.outcomes}\n{proxy_log(srv, env)}"
+    assert users.failures() == [], f"{users.kinds()}\n{proxy_log(srv, env)}"
+    assert current_revision(srv, env) == "deploylock"
+    assert serving_release(client) == 6
