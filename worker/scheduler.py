@@ -99,8 +99,10 @@ class ClaimingScheduler(Scheduler):
                 self.due[s.name] = s.when.next_after(due)
             else:
                 self.due[s.name], retry = due, True
+        if retry:
+            return RETRY_SECONDS
         wait = min(((d - _now()).total_seconds() for d in self.due.values()), default=60.0)
-        return max(0.0, min(wait, RETRY_SECONDS if retry else TOUCH_INTERVAL_SECONDS))
+        return max(0.0, min(wait, TOUCH_INTERVAL_SECONDS))
 
     def sync(self) -> None:
         """Nothing to keep: the ticks come from the rules, the runs are in the database."""
