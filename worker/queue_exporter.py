@@ -130,10 +130,13 @@ class QueueCollector(Collector):
             func.count(),
             func.coalesce(func.extract("epoch", func.now() - func.min(Job.created_at)), 0),
         ).where(Job.state == JobState.queued)
-        newest = select(JobCountSnapshot).order_by(JobCountSnapshot.tick.desc()).limit(1)
+        counted = (getattr(JobCountSnapshot, state.value) for state in JobState)
+        newest = (
+            select(JobCountSnapshot.tick, *counted).order_by(JobCountSnapshot.tick.desc()).limit(1)
+        )
         with self.engine.connect() as connection:
             count, age = connection.execute(query).one()
-            snapshot = connection.execute(newest).scalars().one_or_none()
+            snapshot = connection.execute(newest).one_or_none()
         found: list[Metric] = [
             GaugeMetricFamily("jobs_queued", "Jobs in state queued", value=float(count)),
             GaugeMetricFamily(

@@ -51,7 +51,8 @@ def purge_finished_jobs_effect(session: Session, tick: datetime) -> None:
 
 
 def snapshot_job_counts_effect(session: Session, tick: datetime) -> None:
-    counts = dict(session.execute(select(Job.state, func.count()).group_by(Job.state)).tuples())
+    by_state = session.execute(select(Job.state, func.count()).group_by(Job.state)).tuples()
+    counts = {state: count for state, count in by_state}
     session.add(
         JobCountSnapshot(
             tick=tick,

@@ -93,7 +93,7 @@ def test_a_rare_cron_is_found_backwards_and_forwards():
     ("schedule", "message"),
     [
         (Schedule("a", TASK, Every(0)), "schedule 'a': an interval is a whole number"),
-        (Schedule("a", TASK, Every(0.5)), "schedule 'a': an interval is a whole number"),  # type: ignore[arg-type]
+        (Schedule("a", TASK, Every(0.5)), "schedule 'a': an interval is a whole number"),
         (Schedule("a", TASK, Cron("61 * * * *")), "schedule 'a': bad cron expression '61 * * * *'"),
         (Schedule("a", TASK, Cron("0 0 * *")), "schedule 'a': bad cron expression '0 0 * *': 4"),
         (Schedule("a", TASK, Cron("0 0 30 2 *")), "schedule 'a': bad cron expression"),
@@ -102,7 +102,7 @@ def test_a_rare_cron_is_found_backwards_and_forwards():
             "unknown time zone 'Mars/Olympus'",
         ),
         (Schedule("a", "worker.tasks.nothing", Every(5)), "schedule 'a': unknown task"),
-        (Schedule("a", TASK, Every(5), missed="later"), "schedule 'a': missed must be"),  # type: ignore[arg-type]
+        (Schedule("a", TASK, Every(5), missed="later"), "schedule 'a': missed must be"),
         (Schedule("a", TASK, Every(5), args=(object(),)), "schedule 'a': arguments must be JSON"),
         (Schedule("A b", TASK, Every(5)), "schedule 'A b': a name is lowercase"),
     ],
