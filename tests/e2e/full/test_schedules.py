@@ -57,7 +57,7 @@ def test_two_schedulers_for_a_minute_run_each_tick_once(stack):
     # Both really sent the ticks: the claims, not a quiet second scheduler, kept them single.
     assert len(both) >= 10, both
     _settled(stack, until)
-    late, skip = assert_both_schedules_once(stack.psql, start, until)
+    _, skip = assert_both_schedules_once(stack.psql, start, until)
     assert len(skip.claims) >= 11
     print(f"\n[schedules] two schedulers: {len(skip.claims)} ticks, each once")
 
