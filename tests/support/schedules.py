@@ -8,9 +8,12 @@ effect is one job_count_snapshots row per run.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from tests.support.stack import wait_until
 
 INTERVAL = 5
 RUN_LATE = "purge-finished-jobs"
@@ -82,3 +85,19 @@ def assert_both_schedules_once(
     assert_once_each(skip, may_miss)
     assert len(skip.expected) >= 2, "the window holds no ticks to count"
     return late, skip
+
+
+def settle(psql: Callable[[str], str], until: float, within: float = 60) -> None:
+    """Waits until both schedules' last tick before `until` is claimed and finished (workers
+    reconnecting after a fault, or a new release's, may take some seconds)."""
+    last = int(until) - int(until) % INTERVAL
+
+    def finished() -> bool:
+        return all(
+            count(psql, schedule, last, last + 1).claims.get(last, ("", 0))[0] != "running"
+            and last in count(psql, schedule, last, last + 1).claims
+            for schedule in (RUN_LATE, SKIP)
+        )
+
+    wait_until(finished, within=within, every=1)
+    time.sleep(1)

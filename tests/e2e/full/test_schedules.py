@@ -9,26 +9,8 @@ from __future__ import annotations
 
 import time
 
-from tests.support.schedules import INTERVAL, RUN_LATE, SKIP, assert_both_schedules_once, count
-from tests.support.stack import run, wait_until
-
-# Time for the window's last tick to be claimed and finished before counting.
-SETTLE = 3.0
-
-
-def _settled(stack, until: float) -> None:
-    """Waits until both schedules' last tick before `until` is claimed (workers reconnecting
-    after a fault may take some seconds)."""
-    last = int(until) - int(until) % INTERVAL
-
-    def claimed() -> bool:
-        return all(
-            last in count(stack.psql, schedule, last, last + 1).claims
-            for schedule in (RUN_LATE, SKIP)
-        )
-
-    wait_until(claimed, within=60, every=1)
-    time.sleep(SETTLE)
+from tests.support.schedules import SKIP, assert_both_schedules_once, settle
+from tests.support.stack import run
 
 
 def _sent_ticks(stack, container: str) -> set[str]:
@@ -56,7 +38,7 @@ def test_two_schedulers_for_a_minute_run_each_tick_once(stack):
         stack.compose("up", "-d", "--no-deps", "--scale", "scheduler=1", "--wait", "scheduler")
     # Both really sent the ticks: the claims, not a quiet second scheduler, kept them single.
     assert len(both) >= 10, both
-    _settled(stack, until)
+    settle(stack.psql, until)
     _, skip = assert_both_schedules_once(stack.psql, start, until)
     assert len(skip.claims) >= 11
     print(f"\n[schedules] two schedulers: {len(skip.claims)} ticks, each once")
@@ -75,7 +57,7 @@ def test_a_killed_scheduler_restarted_loses_only_what_the_policy_allows(stack):
     restarted = time.time()
     time.sleep(12)
     until = time.time()
-    _settled(stack, until)
+    settle(stack.psql, until)
 
     def in_gap(tick: int) -> bool:
         return killed - 1 <= tick <= restarted
@@ -103,7 +85,7 @@ def test_a_redis_restart_runs_each_tick_once(stack):
     back = time.time()
     time.sleep(15)
     until = time.time()
-    _settled(stack, until)
+    settle(stack.psql, until)
 
     def broker_away(tick: int) -> bool:
         return stopped - 1 <= tick <= back
