@@ -220,7 +220,7 @@ rollout_scheduler() { # RELEASE: the new scheduler beside the old, then the old 
   local release=$1 old new
   old=$(docker ps -q --filter "label=com.docker.compose.project=$DEPLOY_PROJECT" \
     --filter label=com.docker.compose.service=scheduler | sort)
-  if ! compose "$release" config --services | grep -qx scheduler; then
+  if ! grep -q '^  scheduler:$' "$RELEASES/$release/compose.yaml"; then
     # A release from before the scheduler (a rollback to it): none of its own, none of ours.
     # shellcheck disable=SC2086
     [[ -z $old ]] || { docker stop $old >/dev/null && docker rm $old >/dev/null; }
