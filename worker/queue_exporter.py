@@ -10,7 +10,7 @@ own endpoint would vanish with it. Each scrape reads, with short timeouts:
   api, not yet taken by a worker, or put back by the reaper), and the jobs by state as the newest
   snapshot-job-counts tick counted them (job_count_snapshots: no count of the whole table here);
 - each schedule's last tick, last success, next tick, lateness and failures, from the claims
-  table (worker/schedule_metrics.py);
+  table (worker/schedule_metrics.py), in the same PostgreSQL read;
 - free and total bytes of every volume mounted under VOLUMES_DIR (statvfs: the filesystem the
   volume lives on, which is what fills up; no node-exporter here);
 - the backup service's metrics (kit_backup_*), a Prometheus text file it rewrites every round in
@@ -96,11 +96,7 @@ class QueueCollector(Collector):
         )
         # Both at once, each under the deadline; a late one is abandoned (its thread ends on its
         # own timeouts) and counted as not answering.
-        reads = {
-            "redis": self._read_redis,
-            "postgres": self._read_postgres,
-            "schedules": self._read_schedules,
-        }
+        reads = {"redis": self._read_redis, "postgres": self._read_postgres}
         futures = {name: self.pool.submit(read) for name, read in reads.items()}
         for name, future in futures.items():
             try:
@@ -137,6 +133,7 @@ class QueueCollector(Collector):
         with self.engine.connect() as connection:
             count, age = connection.execute(query).one()
             snapshot = connection.execute(newest).one_or_none()
+            states = schedule_metrics.read(connection, self.schedules, self.lease, self.started)
         found: list[Metric] = [
             GaugeMetricFamily("jobs_queued", "Jobs in state queued", value=float(count)),
             GaugeMetricFamily(
@@ -159,12 +156,7 @@ class QueueCollector(Collector):
                     value=snapshot.tick.timestamp(),
                 ),
             ]
-        return found
-
-    def _read_schedules(self) -> list[Metric]:
-        with self.engine.connect() as connection:
-            states = schedule_metrics.read(connection, self.schedules, self.lease, self.started)
-        return schedule_metrics.metrics(states)
+        return found + schedule_metrics.metrics(states)
 
     def _volumes(self) -> Iterator[Metric]:
         free = GaugeMetricFamily(
