@@ -68,6 +68,10 @@ revision: ## New migration from the models, against the running stack: make revi
 		-v "$(CURDIR)/core:/app/core:ro" -v "$(CURDIR)/api/migrations:/app/api/migrations" \
 		migrate alembic revision --autogenerate -m "$(MESSAGE)"
 
+.PHONY: schedules
+schedules: ## Each schedule (worker/schedules.py): its rule, last run and status, next run
+	@$(COMPOSE) exec -T worker python -m worker.schedules_report
+
 .PHONY: shell
 shell: ## Open a shell in a service (SERVICE=api by default)
 	$(COMPOSE) exec $(SERVICE) bash

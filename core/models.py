@@ -93,3 +93,60 @@ class CacheDebt(Base):
 
     item_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     owed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class RunStatus(enum.StrEnum):
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+
+
+_RUN_STATUS = Enum(
+    RunStatus,
+    native_enum=False,
+    length=16,
+    values_callable=lambda members: [m.value for m in members],
+    validate_strings=True,
+)
+
+
+class ScheduleRun(Base):
+    """One tick of a schedule, claimed by the worker process that runs it (worker/claims.py).
+    The primary key is what makes a tick run once: a second claim of it inserts nothing."""
+
+    __tablename__ = "schedule_runs"
+    # The reaper looks only at running claims (worker/reaper.py), as it does for jobs.
+    __table_args__ = (
+        Index(
+            "ix_schedule_runs_running_heartbeat",
+            "heartbeat_at",
+            postgresql_where=text("status = 'running'"),
+        ),
+    )
+
+    schedule: Mapped[str] = mapped_column(String(100), primary_key=True)
+    tick: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    status: Mapped[RunStatus] = mapped_column(_RUN_STATUS, default=RunStatus.running)
+    # The claim's lease, as a job's (worker/lease.py): its holder and when it last said so.
+    worker: Mapped[str | None] = mapped_column(Text)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    claimed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class JobCountSnapshot(Base):
+    """The jobs' counts by state at one tick of snapshot-job-counts: the job exporter serves the
+    newest instead of counting the whole table at every scrape. No key of its own on tick: the
+    claim is what keeps one row a tick, and the tests count these rows to prove it."""
+
+    __tablename__ = "job_count_snapshots"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    tick: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    queued: Mapped[int] = mapped_column(BigInteger)
+    running: Mapped[int] = mapped_column(BigInteger)
+    succeeded: Mapped[int] = mapped_column(BigInteger)
+    failed: Mapped[int] = mapped_column(BigInteger)
+    taken_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

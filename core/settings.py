@@ -283,6 +283,16 @@ class Settings(BaseSettings):
     # a job that kills its worker every time must not be handed out forever.
     job_max_attempts: int = Field(3, ge=1)
 
+    # Schedules (worker/schedules.py, docs/schedules.md). purge-finished-jobs runs every
+    # PURGE_INTERVAL_SECONDS and deletes finished jobs (and job count snapshots) older than
+    # JOB_RETENTION_DAYS; snapshot-job-counts stores the jobs' counts by state every
+    # JOB_SNAPSHOT_INTERVAL_SECONDS; purge-schedule-runs deletes claims older than
+    # SCHEDULE_RUN_RETENTION_DAYS (each schedule's newest is kept).
+    job_retention_days: float = Field(30.0, gt=0)
+    purge_interval_seconds: int = Field(3600, ge=1)
+    job_snapshot_interval_seconds: int = Field(60, ge=1)
+    schedule_run_retention_days: float = Field(30.0, gt=0)
+
     # Metrics (compose profile `observability`). The worker's main process serves its tasks'
     # metrics on WORKER_METRICS_PORT (0: off); the job exporter (worker/queue_exporter.py) serves
     # the queue's depth, the oldest queued job's age and the volumes' free space on

@@ -214,6 +214,36 @@ rollout_worker() { # Celery's warm shutdown lets running jobs finish; unfinished
   compose "$1" up -d --no-deps --wait worker
 }
 
+rollout_scheduler() { # RELEASE: the new scheduler beside the old, then the old one stops
+  # Both send the same ticks meanwhile; each tick's claim runs it once (docs/schedules.md). No
+  # gap: a tick due while neither ran would be sent late, or missed, by the missed-tick policy.
+  local release=$1 old new
+  old=$(docker ps -q --filter "label=com.docker.compose.project=$DEPLOY_PROJECT" \
+    --filter label=com.docker.compose.service=scheduler | sort)
+  if ! grep -q '^  scheduler:$' "$RELEASES/$release/compose.yaml"; then
+    # A release from before the scheduler (a rollback to it): none of its own, none of ours.
+    # shellcheck disable=SC2086
+    [[ -z $old ]] || { docker stop $old >/dev/null && docker rm $old >/dev/null; }
+    return
+  fi
+  if [[ -z $old ]]; then
+    compose "$release" up -d --no-deps --wait scheduler
+    return
+  fi
+  compose "$release" up -d --no-deps --no-recreate --scale "scheduler=$(($(grep -c . <<<"$old") + 1))" scheduler
+  new=$(comm -13 <(echo "$old") <(docker ps -q --filter "label=com.docker.compose.project=$DEPLOY_PROJECT" \
+    --filter label=com.docker.compose.service=scheduler | sort))
+  # shellcheck disable=SC2086 # one id a word
+  if ! wait_healthy $new; then
+    echo "new scheduler unhealthy: removing it; the previous release's keeps sending ticks" >&2
+    # shellcheck disable=SC2086
+    docker rm -f $new >/dev/null
+    return 1
+  fi
+  # shellcheck disable=SC2086
+  docker stop $old >/dev/null && docker rm $old >/dev/null
+}
+
 switch_current() {
   local previous
   previous=$(current)
@@ -250,7 +280,7 @@ drop_stale_proxy_config() { # RELEASE: the files it does not have, once only its
   done
 }
 
-activate() { # RELEASE: backup, infrastructure, migrations, api, worker, switch
+activate() { # RELEASE: backup, infrastructure, migrations, api, worker, scheduler, switch
   local release=$1
   sync_proxy_config "$release"
   backup "before-$release"
@@ -260,6 +290,7 @@ activate() { # RELEASE: backup, infrastructure, migrations, api, worker, switch
     { echo "migrations failed (above): nothing switched; the previous release keeps serving" >&2; return 1; }
   rollout_api "$release"
   rollout_worker "$release"
+  rollout_scheduler "$release"
   switch_current "$release"
   drop_stale_proxy_config "$release"
   prune
@@ -273,6 +304,7 @@ rollback() { # [RELEASE]: the previous release (default) serves again; no migrat
   sync_proxy_config "$target"
   rollout_api "$target"
   rollout_worker "$target"
+  rollout_scheduler "$target"
   switch_current "$target"
   drop_stale_proxy_config "$target"
   local from point

@@ -1,5 +1,6 @@
-"""The Celery worker's app: core's Celery configuration, plus the task code, the liveness probe,
-the reaper of jobs whose worker died, the metrics endpoint (worker/metrics.py), and JSON logs.
+"""The Celery worker's app: core's Celery configuration, plus the task code (the jobs' and the
+scheduled tasks'), the liveness probe, the reaper of jobs and schedule claims whose worker died,
+the metrics endpoint (worker/metrics.py), and JSON logs.
 
 `celery --app=worker.app worker` loads this; the api never does (it sends jobs by their task's
 name, core/task_names.py).
@@ -15,11 +16,14 @@ from core.settings import get_settings
 from worker.liveness_probe import LivenessProbe
 from worker.metrics import MetricsServer
 from worker.reaper import JobReaper
+from worker.schedules import load
 
 settings = get_settings()
 settings.require_secrets("postgres_password", "redis_password")
+# Refused at start, naming the schedule: the reaper resends abandoned claims by these.
+schedules = load(settings)
 
-celery_app = make_celery(settings, include=["worker.tasks"])
+celery_app = make_celery(settings, include=["worker.tasks", "worker.scheduled_tasks"])
 celery_app.steps["worker"].add(LivenessProbe)
 celery_app.steps["worker"].add(JobReaper)
 celery_app.steps["worker"].add(MetricsServer)

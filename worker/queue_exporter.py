@@ -7,7 +7,10 @@ own endpoint would vanish with it. Each scrape reads, with short timeouts:
 - the Celery queue's length: LLEN of the queue's lists in the broker's Redis database (Celery's
   Redis transport keeps one list per priority step, `celery` first);
 - the queued jobs and the oldest one's age, from the jobs table (state `queued`: accepted by the
-  api, not yet taken by a worker, or put back by the reaper);
+  api, not yet taken by a worker, or put back by the reaper), and the jobs by state as the newest
+  snapshot-job-counts tick counted them (job_count_snapshots: no count of the whole table here);
+- each schedule's last tick, last success, next tick, lateness and failures, from the claims
+  table (worker/schedule_metrics.py), in the same PostgreSQL read;
 - free and total bytes of every volume mounted under VOLUMES_DIR (statvfs: the filesystem the
   volume lives on, which is what fills up; no node-exporter here);
 - the backup service's metrics (kit_backup_*), a Prometheus text file it rewrites every round in
@@ -30,6 +33,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import redis
@@ -41,9 +45,11 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
 
 from core.logs import configure_logging
-from core.models import Job, JobState
+from core.models import Job, JobCountSnapshot, JobState
 from core.settings import Settings, get_settings
 from core.sync_engine import make_sync_engine
+from worker import schedule_metrics
+from worker.schedules import load
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +70,9 @@ def queue_keys(queue: str = CELERY_QUEUE) -> list[str]:
 class QueueCollector(Collector):
     def __init__(self, settings: Settings, volumes_dir: Path) -> None:
         self.volumes_dir = volumes_dir
+        self.schedules = load(settings)
+        self.lease = timedelta(seconds=settings.job_lease_seconds)
+        self.started = datetime.now(UTC)
         # Room for reads abandoned at the deadline while their lookups still wait.
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="source")
         self.redis = redis.Redis.from_url(
@@ -117,9 +126,15 @@ class QueueCollector(Collector):
             func.count(),
             func.coalesce(func.extract("epoch", func.now() - func.min(Job.created_at)), 0),
         ).where(Job.state == JobState.queued)
+        counted = (getattr(JobCountSnapshot, state.value) for state in JobState)
+        newest = (
+            select(JobCountSnapshot.tick, *counted).order_by(JobCountSnapshot.tick.desc()).limit(1)
+        )
         with self.engine.connect() as connection:
             count, age = connection.execute(query).one()
-        return [
+            snapshot = connection.execute(newest).one_or_none()
+            states = schedule_metrics.read(connection, self.schedules, self.lease, self.started)
+        found: list[Metric] = [
             GaugeMetricFamily("jobs_queued", "Jobs in state queued", value=float(count)),
             GaugeMetricFamily(
                 "jobs_oldest_queued_age_seconds",
@@ -127,6 +142,21 @@ class QueueCollector(Collector):
                 value=float(age),
             ),
         ]
+        if snapshot is not None:
+            by_state = GaugeMetricFamily(
+                "jobs_by_state", "Jobs by state at the newest job count snapshot", labels=["state"]
+            )
+            for state in JobState:
+                by_state.add_metric([state.value], float(getattr(snapshot, state.value)))
+            found += [
+                by_state,
+                GaugeMetricFamily(
+                    "jobs_by_state_snapshot_timestamp_seconds",
+                    "The tick of the newest job count snapshot",
+                    value=snapshot.tick.timestamp(),
+                ),
+            ]
+        return found + schedule_metrics.metrics(states)
 
     def _volumes(self) -> Iterator[Metric]:
         free = GaugeMetricFamily(

@@ -15,6 +15,10 @@ the job reads queued.
 The job's original message is still unacknowledged in Redis and comes back after the visibility
 timeout; by then the job is finished (or running under a live lease) and that delivery is
 dropped (worker/tasks.py). That is why each job still gets a single result.
+
+Schedule claims (worker/claims.py) the same way, in a transaction of their own: a running claim
+whose lease expired is released and its tick sent again, for a delivery to take over; one whose
+worker died on each of JOB_MAX_ATTEMPTS runs is marked failed.
 """
 
 from __future__ import annotations
@@ -31,9 +35,11 @@ from core.models import Job, JobState
 from core.settings import Settings, get_settings
 from core.sync_engine import make_sync_engine
 from core.task_names import RUN_JOB_TASK
+from worker import claims
 from worker.bootstep_types import Repeating, Worker
 from worker.lease import BOOT_ID, Holder, LeasePolicy, Reap, reap_action
 from worker.metrics import JOBS_FINISHED
+from worker.schedules import by_name, load, tick_text
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +59,7 @@ class Reaper:
         self.me = me
         self.live_pids = live_pids
         self.policy = LeasePolicy.from_settings(settings)
+        self.schedules = by_name(load(settings))
         # Its own engine, without a pool: the main process forks pool processes, which must not
         # inherit an open connection. Bounded waits: the reaper runs on the worker's event loop.
         self.engine: Engine = make_sync_engine(
@@ -126,6 +133,30 @@ class Reaper:
         given_up = sum(1 for _, action in done if action is not Reap.REQUEUE)
         if given_up:
             JOBS_FINISHED.labels(state=JobState.failed.value).inc(given_up)
+        self.reap_claims()
+        return done
+
+    def reap_claims(self) -> list[tuple[str, str, Reap]]:
+        """One round over schedule claims: (schedule, tick, action)."""
+        done: list[tuple[str, str, Reap]] = []
+        with self.sessions.begin() as session:
+            for name, tick, attempts in claims.abandoned(session, self.policy, BATCH):
+                facts = {"schedule": name, "tick": tick_text(tick), "attempts": attempts}
+                schedule = self.schedules.get(name)
+                if schedule is None or attempts >= self.policy.max_attempts:
+                    claims.give_up(session, name, tick, attempts)
+                    log.error("schedule tick's worker is gone again, tick failed", extra=facts)
+                    done.append((name, tick_text(tick), Reap.FAIL))
+                    continue
+                claims.release(session, name, tick)
+                # Sent before the commit, as a job's: a failed send leaves it to the next round.
+                self.app.send_task(
+                    schedule.task,
+                    args=list(schedule.args),
+                    kwargs={"schedule": name, "tick": tick_text(tick)},
+                )
+                log.warning("schedule tick's worker is gone, tick sent again", extra=facts)
+                done.append((name, tick_text(tick), Reap.REQUEUE))
         return done
 
     def reap_safely(self) -> None:

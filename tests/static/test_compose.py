@@ -20,7 +20,7 @@ from tests.support.compose_config import (
 )
 
 SECRET_VARIABLES = {"POSTGRES_PASSWORD", "POSTGRES_APP_PASSWORD", "REDIS_PASSWORD", "JWT_SECRET"}
-LONG_RUNNING = {"proxy", "api", "worker", "db", "redis", "backup"}
+LONG_RUNNING = {"proxy", "api", "worker", "scheduler", "db", "redis", "backup"}
 ONE_SHOT = {"migrate", "proxy-certs"}
 
 

@@ -33,6 +33,7 @@ SECRETS_BY_SERVICE = {
     "migrate": {"postgres_password", "postgres_app_password"},
     "api": {"postgres_app_password", "redis_password", "jwt_secret"},
     "worker": {"postgres_app_password", "redis_password"},
+    "scheduler": {"redis_password"},
     "redis": {"redis_password"},
 }
 

@@ -215,7 +215,7 @@ class Stack:
     def services(self) -> list[str]:
         # backup: without it no stanza exists, every WAL hand-over fails and /ready reports the
         # stalled archive, as it would for a user whose backup service died.
-        base = ["api", "worker", "backup"]
+        base = ["api", "worker", "scheduler", "backup"]
         return ["proxy", *base] if self.with_proxy else base
 
     def up(self, *extra: str, build: bool = True) -> None:

@@ -29,3 +29,12 @@ def test_a_fresh_file_is_healthy_and_a_stale_one_is_not(liveness_file):
     assert not healthcheck.healthy(now=touched + healthcheck.STALE_AFTER_SECONDS + 1)
     os.utime(liveness_file, (touched - 2 * healthcheck.STALE_AFTER_SECONDS,) * 2)
     assert healthcheck.main() == 1
+
+
+def test_the_scheduler_has_its_own_file(tmp_path, monkeypatch, liveness_file):
+    scheduler_file = tmp_path / "celery-beat.liveness"
+    monkeypatch.setattr(healthcheck, "SCHEDULER_LIVENESS_FILE", scheduler_file)
+    liveness_file.touch()
+    assert healthcheck.main(["scheduler"]) == 1
+    scheduler_file.touch()
+    assert healthcheck.main(["scheduler"]) == 0

@@ -24,6 +24,7 @@ from tests.support import stack as stack_module
 from tests.support.deploy import SECRETS, SSH_PORT, Workspace, commit_release, deploy_checkout
 from tests.support.jobs import poll_job
 from tests.support.load import cycle, get, post, slow_post, steady_load
+from tests.support.schedules import assert_both_schedules_once, settle
 from tests.support.stack import make, psql, run, wait_until
 
 
@@ -71,6 +72,8 @@ def workspace(server, tmp_path_factory):
         f"DRAIN_FILE={DRAIN_FILE}\n"
         # The test's own load comes from one address: Traefik's per-client limit must not count.
         "RATE_LIMIT_AVERAGE=5000\nRATE_LIMIT_BURST=10000\n"
+        # Ticks every 5 s, counted across release 2's rollout (tests/support/schedules.py).
+        "PURGE_INTERVAL_SECONDS=5\nJOB_SNAPSHOT_INTERVAL_SECONDS=5\n"
     )
     env = {
         **stack_module.compose_env(),
@@ -326,9 +329,11 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
         steady_load(CLIENT_BASE, traffic, headers=API_HOST, connections=8, rate=60) as users,
     ):
         time.sleep(2)
+        ticks_from = time.time()
         deployed = workspace.make("deploy")
         wait_until(lambda: load.releases_seen[-1] == 2, within=30)
         time.sleep(2)
+        ticks_until = time.time()
     assert set(load.outcomes) == {"200"}, (
         f"failed requests during the deploy: {load.outcomes}\n{proxy_log(srv, env)}"
     )
@@ -350,6 +355,14 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
     assert "draining 2 old api container(s) for 6s" in deployed.stderr
     assert (srv / "proxy-dynamic" / "middlewares.yml").read_text().endswith("release 2\n")
     assert client.get(f"/items/{item.json()['id']}").status_code == 200
+
+    # Every 5-s tick across the rollout ran once: the new scheduler started beside the old one
+    # (both sending), and none fell in a gap between them.
+    def db(sql: str) -> str:
+        return psql(current_compose(srv), sql, env=env)
+
+    settle(db, ticks_until)
+    assert_both_schedules_once(db, ticks_from, ticks_until)
 
     # Release 3 fails its health check: the deploy fails, release 2 keeps serving throughout.
     # It is left uncommitted (DEPLOY_ALLOW_DIRTY=1), with an untracked file: the release ships

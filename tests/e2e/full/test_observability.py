@@ -268,6 +268,27 @@ def test_the_backup_services_metrics_reach_prometheus(obs, prometheus):
     assert query(prometheus, 'volume_free_bytes{volume="pgbackrest"} > 0')
 
 
+def test_the_schedules_metrics_reach_prometheus(obs, prometheus):
+    """From the claims table through the job exporter: each schedule's next tick, and once the
+    scheduler started (purge-finished-jobs runs its latest hourly tick late, at once), its last
+    success; the jobs by state from snapshot-job-counts (every 60 s here)."""
+    names = {"purge-finished-jobs", "snapshot-job-counts", "purge-schedule-runs"}
+    nexts = wait_until(
+        lambda: (
+            len(r := query(prometheus, "schedule_next_tick_timestamp_seconds > time() - 60"))
+            == len(names)
+            and r
+        ),
+        within=60,
+        every=1,
+    )
+    assert {r["metric"]["schedule"] for r in nexts} == names
+    success = 'schedule_last_success_timestamp_seconds{schedule="purge-finished-jobs"}'
+    wait_until(lambda: query(prometheus, success), within=120, every=1)
+    assert query(prometheus, 'schedule_last_run_failed{schedule="purge-finished-jobs"} == 0')
+    wait_until(lambda: query(prometheus, 'jobs_by_state{state="succeeded"}'), within=120, every=1)
+
+
 def test_every_dashboard_query_evaluates(obs, api, auth, prometheus):
     # Traffic for the panels: reads, a write, a job run to its end.
     for _ in range(20):

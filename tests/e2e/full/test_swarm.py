@@ -32,6 +32,7 @@ from tests.support.auth import auth_headers
 from tests.support.deploy import SECRETS, SSH_PORT, Workspace, commit_release, deploy_checkout
 from tests.support.jobs import poll_job
 from tests.support.load import cycle, get, post, steady_load
+from tests.support.schedules import assert_both_schedules_once, settle
 from tests.support.stack import make, run, wait_until
 
 SWARM_NODES = Path(
@@ -153,6 +154,8 @@ def workspace(swarm, server, tmp_path_factory):
         # Shorter than production's 5 s, 10 s and 20 s, to keep CI under its budget; the delay
         # still exceeds Traefik's polling, which is what a lossless update needs.
         "SWARM_REFRESH_SECONDS=2s\nSWARM_UPDATE_DELAY=5s\nSWARM_UPDATE_MONITOR=10s\n"
+        # Ticks every 5 s, counted across release 2's rolling update (tests/support/schedules.py).
+        "PURGE_INTERVAL_SECONDS=5\nJOB_SNAPSHOT_INTERVAL_SECONDS=5\n"
     )
     ips = swarm["ips"]
     env = {
@@ -231,6 +234,14 @@ def job_nodes(swarm, job_ids: set[str]) -> dict[str, str]:
                 if job in line:
                     found[job] = line.split("@", 1)[1].split()[0]
     return found
+
+
+def db_psql(swarm, sql: str) -> str:
+    """SQL run by psql in the db task (on node2, the data node), as the owner role."""
+    docker = ["docker", "-H", f"tcp://{swarm['ips']['node2']}:2375"]
+    label = f"label=com.docker.swarm.service.name={STACK}_db"
+    [db] = run([*docker, "ps", "-q", "--filter", label]).stdout.split()
+    return run([*docker, "exec", db, "sh", "-c", stack_module.PSQL, "sh", sql]).stdout.strip()
 
 
 def submit_jobs(client, auth, count: int, seed: str) -> list[str]:
@@ -321,8 +332,10 @@ def test_swarm_deploy_update_rollback_drain_node_loss(swarm, workspace, client, 
     with steady_load(
         base_url, traffic, headers=API_HOST, connections=6, rate=40, max_seconds=600
     ) as users:
+        ticks_from = time.time()
         second = workspace.make("swarm-deploy")
         time.sleep(2)
+        ticks_until = time.time()
     FIGURES["rolling_update_seconds"] = round(time.monotonic() - started, 1)
     FIGURES["rolling_update_converged"] = re.findall(CONVERGED, second.stderr)
     FIGURES["rolling_update_requests"] = dict(users.kinds())
@@ -330,6 +343,10 @@ def test_swarm_deploy_update_rollback_drain_node_loss(swarm, workspace, client, 
     assert sum(o.method == "POST" and o.ok for o in users.outcomes) > 20
     assert {serving_release(client) for _ in range(20)} == {2}
     assert "node3" in running_nodes(swarm, "api") + running_nodes(swarm, "worker")
+    # Every 5-s tick across the update ran once: the scheduler's task rolled start-first (two
+    # sending for a moment), the workers one at a time.
+    settle(lambda sql: db_psql(swarm, sql), ticks_until)
+    assert_both_schedules_once(lambda sql: db_psql(swarm, sql), ticks_from, ticks_until)
     # Before its migrations, a restore point in the db task's pgBackRest archive on the data
     # node, recorded as make deploy records it (make restore POINT=before-<release> there).
     release_2 = sorted(p.name for p in (srv / "releases").iterdir())[-1]
