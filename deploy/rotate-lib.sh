@@ -59,14 +59,15 @@ rotate_deployed() { rotate_in "$(current)" "$@"; } # NAME: on a server, in its c
 rotate_in() { ROTATE_RELEASE=$1 rotate "$2"; } # RELEASE NAME
 
 rotate() { # NAME
-  case ${1:-} in
-    jwt_secret | postgres_app_password | redis_password) ;;
-    *) echo "rotate-secret: NAME must be one of ${ROTATABLE[*]}, not '${1:-}'" >&2; return 2 ;;
-  esac
+  [[ -n ${1:-} && " ${ROTATABLE[*]} " == *" $1 "* ]] ||
+    { echo "rotate-secret: NAME must be one of ${ROTATABLE[*]}, not '${1:-}'" >&2; return 2; }
   local file
   file=$(secret_file "$1")
   [[ -n $file && -s $file ]] || { echo "rotate-secret: no secret file for $1 (the production overlay, compose.prod.yaml?)" >&2; return 1; }
   [[ -n $(stack ps -q --status running api) ]] || { echo "rotate-secret: the api is not running; start the stack first" >&2; return 1; }
+  # A development stack of the same project would otherwise get production containers beside it.
+  stack exec -T api test -e "/run/secrets/$1" ||
+    { echo "rotate-secret: the running api has no /run/secrets/$1: not the production overlay (compose.prod.yaml)" >&2; return 1; }
   "rotate_$1" "$file"
   echo "rotate-secret: $1 rotated" >&2
 }

@@ -89,6 +89,14 @@ def test_redis_commands_fail_unless_every_answer_is_ok(answers, ok):
     assert ("WRONGPASS" in proc.stderr) is not ok
 
 
+@pytest.mark.parametrize("name", ["", "postgres_password", "pgbackrest_cipher_pass", "jwt"])
+def test_only_the_three_rotatable_secrets_are_rotated(name):
+    proc = bash(f'source {LIB}\nstack() {{ echo touched >&2; }}\nrotate "$1"', name)
+    assert proc.returncode == 2
+    assert "NAME must be one of jwt_secret postgres_app_password redis_password" in proc.stderr
+    assert "touched" not in proc.stderr
+
+
 @pytest.fixture(scope="module")
 def prod_config(tmp_path_factory) -> str:
     """`docker compose config` of the production overlay, every profile: what rotate-lib reads."""
