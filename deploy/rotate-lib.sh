@@ -167,6 +167,7 @@ rotate_redis_password() { # FILE
       stack up -d --no-deps --wait --force-recreate redis-exporter
   fi
   roll redis_password
-  echo "ACL SETUSER default <$old" | redis_commands "$new"
-  echo "rotate-secret: Redis no longer takes the old password" >&2
+  # resetpass: every other password goes, one left over by an interrupted run as well.
+  echo "ACL SETUSER default resetpass >$new" | redis_commands "$new"
+  echo "rotate-secret: Redis takes the new password only" >&2
 }
