@@ -217,6 +217,17 @@ deploy-trust: ## Pin the server's SSH host key (shows its fingerprints; YES=1 pi
 deploy-backup: ## A restore point in the server's WAL archive now (make restore POINT=<name> there)
 	deploy/deploy.sh backup
 
+# ---- secret rotation (docs/secrets.md) ----------------------------------------------------
+# This host's production stack: the overlay, unless COMPOSE names the stack itself.
+ROTATE_COMPOSE = $(if $(filter file,$(origin COMPOSE)),$(PROD),$(COMPOSE))
+.PHONY: rotate-secret
+rotate-secret: ## New value for a secret, no failed request: make rotate-secret NAME=jwt_secret|postgres_app_password|redis_password
+	COMPOSE="$(ROTATE_COMPOSE)" deploy/rotate-secret.sh "$(NAME)"
+
+.PHONY: deploy-rotate-secret
+deploy-rotate-secret: ## The same on the server in deploy.env; the new value comes back into DEPLOY_SECRETS_DIR
+	deploy/deploy.sh rotate-secret "$(NAME)"
+
 # ---- Docker Swarm (docs/swarm.md) ----------------------------------------------------------
 .PHONY: swarm-deploy
 swarm-deploy: ## Deploy HEAD to the swarm in deploy.env: migrations once, rolling update, rolls back on failure

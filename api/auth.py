@@ -2,6 +2,11 @@
 
 401: no token, or one that is malformed, expired, signed with another key, or for another issuer
 or audience. 403: a valid token without the scope the operation needs.
+
+Tokens name their key in the `kid` header: the keyring's first key signs, and a token verifies
+against the key it names while that key does (core/jwt_keys.py; a rotation retires the previous
+key only after the longest token lifetime). A token without `kid` was issued before keys had ids:
+it is checked against each key that still verifies, so it lasts until it expires.
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ def issue_token(
         "exp": now + (ttl_seconds or settings.jwt_ttl_seconds),
         "scope": " ".join(scopes),
     }
-    return jwt.encode(claims, settings.jwt_secret.get_secret_value(), settings.jwt_algorithm)
+    key = settings.jwt_keys[0]
+    return jwt.encode(claims, key.secret, settings.jwt_algorithm, headers={"kid": key.kid})
 
 
 def _unauthorized(message: str) -> HTTPException:
@@ -46,16 +52,28 @@ def _unauthorized(message: str) -> HTTPException:
     )
 
 
+def _candidate_keys(settings: Settings, token: str) -> list[str]:
+    """The keys that may have signed the token: the one its kid names, or, without a kid, each."""
+    kid = jwt.get_unverified_header(token).get("kid")
+    now = time.time()
+    keys = [key for key in settings.jwt_keys if key.verifies_at(now)]
+    if kid is None:
+        return [key.secret for key in keys]
+    named = [key.secret for key in keys if key.kid == kid]
+    if not named:
+        raise _unauthorized("token signature is invalid: its key (kid) is unknown or retired")
+    return named
+
+
 def decode_token(settings: Settings, token: str) -> dict[str, Any]:
     try:
-        return jwt.decode(
-            token,
-            settings.jwt_secret.get_secret_value(),
-            algorithms=[settings.jwt_algorithm],
-            audience=settings.jwt_audience,
-            issuer=settings.jwt_issuer,
-            options={"require": ["exp", "iss", "aud", "sub"]},
-        )
+        candidates = _candidate_keys(settings, token)
+        for key in candidates[:-1]:
+            try:
+                return _decode(settings, token, key)
+            except jwt.InvalidSignatureError:
+                continue
+        return _decode(settings, token, candidates[-1])
     except jwt.ExpiredSignatureError as exc:
         raise _unauthorized("token expired") from exc
     except jwt.InvalidAudienceError as exc:
@@ -68,6 +86,17 @@ def decode_token(settings: Settings, token: str) -> dict[str, Any]:
         raise _unauthorized("token signature is invalid") from exc
     except jwt.InvalidTokenError as exc:
         raise _unauthorized(f"token is malformed: {exc}") from exc
+
+
+def _decode(settings: Settings, token: str, key: str) -> dict[str, Any]:
+    return jwt.decode(
+        token,
+        key,
+        algorithms=[settings.jwt_algorithm],
+        audience=settings.jwt_audience,
+        issuer=settings.jwt_issuer,
+        options={"require": ["exp", "iss", "aud", "sub"]},
+    )
 
 
 def require_scope(scope: str) -> Callable[..., Coroutine[Any, Any, dict[str, Any]]]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Mapping
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -36,6 +36,7 @@ from pydantic_settings import (
 )
 
 from core.cpus import usable_cpus
+from core.jwt_keys import JwtKey, parse_keys
 
 DEV_JWT_SECRET = "dev-only-insecure-jwt-secret-change-me"  # noqa: S105 - a development default
 DEV_POSTGRES_PASSWORD = "app"  # noqa: S105 - a development default
@@ -225,6 +226,10 @@ class Settings(BaseSettings):
     jwt_issuer: str = "fastapi-compose-kit"
     jwt_audience: str = "fastapi-compose-kit-api"
     jwt_ttl_seconds: int = Field(3600, ge=60)
+    # After `make rotate-secret NAME=jwt_secret`, the previous key verifies for JWT_TTL_SECONDS
+    # plus this: the time the old api containers may still sign with it while the rollout
+    # replaces them (core/jwt_keys.py, docs/secrets.md).
+    jwt_rollout_seconds: int = Field(300, ge=0)
 
     # Requests.
     max_body_bytes: int = Field(1_048_576, ge=1024)
@@ -364,6 +369,10 @@ class Settings(BaseSettings):
                 "REDIS_URL carries a password and REDIS_PASSWORD is set too: "
                 "take the password out of REDIS_URL"
             )
+        try:
+            parse_keys(self.jwt_secret.get_secret_value())
+        except ValueError as exc:
+            problems.append(f"JWT_SECRET: {exc} (core/jwt_keys.py)")
         if self.gunicorn_drain_seconds >= self.gunicorn_graceful_timeout:
             problems.append(
                 "GUNICORN_DRAIN_SECONDS must be below GUNICORN_GRACEFUL_TIMEOUT, "
@@ -396,19 +405,22 @@ class Settings(BaseSettings):
         given = self.model_fields_set
         problems: list[str] = []
         if "jwt_secret" in given:
-            jwt_secret = self.jwt_secret.get_secret_value()
+            keys = self._jwt_keys_or_none() or []
             min_bytes = JWT_SECRET_MIN_BYTES[self.jwt_algorithm]
-            if jwt_secret == DEV_JWT_SECRET:
-                problems.append(
-                    "JWT_SECRET is the development default: set JWT_SECRET_FILE to a file "
-                    "holding a new one (openssl rand -hex 32)"
-                )
-            elif len(jwt_secret.encode()) < min_bytes:
-                problems.append(
-                    f"JWT_SECRET is shorter than {min_bytes} bytes, the least "
-                    f"{self.jwt_algorithm} needs: set JWT_SECRET_FILE to a file holding a new "
-                    "one (openssl rand -hex 32)"
-                )
+            # A keyring (make rotate-secret) names which of its keys is weak; one key is JWT_SECRET.
+            for number, key in enumerate(keys, start=1):
+                name = "JWT_SECRET" if len(keys) == 1 else f"JWT_SECRET's key {number}"
+                if key.secret == DEV_JWT_SECRET:
+                    problems.append(
+                        f"{name} is the development default: set JWT_SECRET_FILE to a file "
+                        "holding a new one (openssl rand -hex 32)"
+                    )
+                elif len(key.secret.encode()) < min_bytes:
+                    problems.append(
+                        f"{name} is shorter than {min_bytes} bytes, the least "
+                        f"{self.jwt_algorithm} needs: set JWT_SECRET_FILE to a file holding a new "
+                        "one (openssl rand -hex 32)"
+                    )
         if self.redis_password is None and self._redis_url_has_password():
             # REDIS_URL cannot be a file, REDIS_PASSWORD can.
             problems.append(
@@ -451,6 +463,23 @@ class Settings(BaseSettings):
                     for name in missing
                 )
             )
+
+    def _jwt_keys_or_none(self) -> list[JwtKey] | None:
+        try:
+            return parse_keys(self.jwt_secret.get_secret_value())
+        except ValueError:
+            return None
+
+    @cached_property
+    def jwt_keys(self) -> list[JwtKey]:
+        """JWT_SECRET's keys, the signing one first (refused at start if it has none)."""
+        return parse_keys(self.jwt_secret.get_secret_value())
+
+    @property
+    def jwt_retired_key_seconds(self) -> int:
+        """How long a key retired by a rotation keeps verifying: the longest token lifetime, and
+        the rollout during which the old containers still sign with it."""
+        return self.jwt_ttl_seconds + self.jwt_rollout_seconds
 
     def _redis_url_has_password(self) -> bool:
         """REDIS_URL as it was before REDIS_PASSWORD: with the password in it."""

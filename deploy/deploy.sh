@@ -5,6 +5,7 @@
 #   deploy.sh rollback [NAME]   the previous release (or NAME) serves again
 #   deploy.sh log | unlock | backup
 #   deploy.sh trust             pin the server's SSH host key (YES=1: without asking)
+#   deploy.sh rotate-secret NAME   a new value for NAME on the server, no downtime, copied back here
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=deploy/lib.sh
@@ -27,7 +28,8 @@ main() {
     # The operator's break of a stale lock, whoever holds it (remote-lib.sh says who did).
     unlock) remote unlock --force ;;
     backup) remote backup ;;
-    *) die "usage: deploy.sh deploy|rollback [RELEASE]|log|unlock|backup|trust" ;;
+    rotate-secret) rotate_secret "${2:-}" ;;
+    *) die "usage: deploy.sh deploy|rollback [RELEASE]|log|unlock|backup|trust|rotate-secret NAME" ;;
   esac
 }
 

@@ -141,14 +141,14 @@ stop_ssh() {
 }
 
 # remote COMMAND [ARGS...]: deploy/remote.sh on the server, after its functions
-# (deploy/remote-lib.sh), with the deploy's settings.
+# (deploy/remote-lib.sh, and make rotate-secret's deploy/rotate-lib.sh), with the deploy's settings.
 remote() {
   local args
   printf -v args '%q ' "$@"
   "${SSH[@]}" "DEPLOY_PATH=$(printf %q "$DEPLOY_PATH") DEPLOY_PROJECT=$DEPLOY_PROJECT" \
     "DEPLOY_KEEP_RELEASES=$DEPLOY_KEEP_RELEASES DEPLOY_LOCK_TIMEOUT=$DEPLOY_LOCK_TIMEOUT" \
     "DEPLOY_HEALTH_TIMEOUT=$DEPLOY_HEALTH_TIMEOUT DEPLOY_MIN_FREE_MB=$DEPLOY_MIN_FREE_MB" \
-    "APP_IMAGE=$(printf %q "$APP_IMAGE") bash -s -- $args" < <(cat deploy/remote-lib.sh deploy/remote.sh)
+    "APP_IMAGE=$(printf %q "$APP_IMAGE") bash -s -- $args" < <(cat deploy/remote-lib.sh deploy/rotate-lib.sh deploy/remote.sh)
 }
 
 release_name() {
@@ -314,4 +314,22 @@ trust() {
   if [[ -n $(git status --porcelain -- "$DEPLOY_KNOWN_HOSTS" 2>/dev/null) ]]; then
     say "commit it: every deploy from this repository then checks the same key"
   fi
+}
+
+# make deploy-rotate-secret NAME=...: the server rotates it (deploy/rotate-lib.sh) under the deploy
+# lock, starting from the value this side holds; then its new value replaces DEPLOY_SECRETS_DIR's,
+# which every later deploy ships. Fetched even after a failure: the two sides must agree.
+rotate_secret() {
+  local name=$1 dir=${DEPLOY_SECRETS_DIR%/} server status=0
+  [[ -n $name && -s $dir/$name ]] || die "usage: make deploy-rotate-secret NAME=jwt_secret|postgres_app_password|redis_password (its file in $dir)"
+  take_lock
+  server=$(printf %q "$DEPLOY_PATH/secrets/$name")
+  "${SSH[@]}" "cat $server" | cmp -s - "$dir/$name" ||
+    die "$dir/$name is not the server's $name: make deploy first, so both sides start from one value"
+  remote rotate_deployed "$name" || status=$?
+  { "${SSH[@]}" "cat $server" >"$dir/.$name.new" && chmod 0444 "$dir/.$name.new" && mv -f "$dir/.$name.new" "$dir/$name"; } ||
+    die "could not copy the server's $name back into $dir: do it now (scp), or the next deploy undoes the rotation"
+  ((status == 0)) || die "rotating $name failed (see above); $dir/$name holds the server's value"
+  remote record rotated "$(remote current)" "$DEPLOY_WHO" "secret $name"
+  say "$name rotated; $dir/$name holds the new value: update any other copy of it (a CI secret)"
 }

@@ -95,7 +95,7 @@ def test_an_entry_point_is_only_a_main(script):
 @pytest.mark.parametrize(
     ("library", "sent"),
     [
-        ("deploy/lib.sh", "deploy/remote-lib.sh deploy/remote.sh"),
+        ("deploy/lib.sh", "deploy/remote-lib.sh deploy/rotate-lib.sh deploy/remote.sh"),
         (
             "deploy/swarm/lib.sh",
             "deploy/remote-lib.sh deploy/swarm/remote-lib.sh deploy/swarm/remote.sh",

@@ -622,3 +622,56 @@ def test_a_migration_behind_a_held_lock_fails_the_deploy_and_the_old_release_ser
     assert users.failures() == [], f"{users.kinds()}\n{proxy_log(srv, env)}"
     assert current_revision(srv, env) == "deploylock"
     assert serving_release(client) == 6
+
+
+def test_deploy_rotate_secret_rotates_on_the_server_and_copies_the_value_back(workspace):
+    """make deploy-rotate-secret under load (docs/secrets.md): no failed request, the old Redis
+    password refused, and DEPLOY_SECRETS_DIR holding the server's new value, so the next deploy
+    ships it. A copy here that is not the server's is refused before anything changes."""
+    source, srv, env = workspace
+    if not (srv / "current").exists():  # run on its own: a release first
+        commit_release(source, 1)
+        workspace.make("deploy")
+    here = Path(env["DEPLOY_SECRETS_DIR"]) / "redis_password"
+    there = srv / "secrets" / "redis_password"
+    old = here.read_text()
+
+    here.chmod(0o644)
+    here.write_text("not the server's")
+    refused = workspace.make("deploy-rotate-secret", "NAME=redis_password", check=False)
+    here.write_text(old)
+    here.chmod(0o444)
+    assert refused.returncode != 0
+    assert "is not the server's redis_password: make deploy first" in refused.stderr
+    assert there.read_text() == old
+
+    token = run(
+        [*current_compose(srv), "exec", "-T", "api", "python", "-m", "api.token", "rotate-test"],
+        env=env,
+    ).stdout.strip()
+    writer = {"Authorization": f"Bearer {token}"}
+    traffic = cycle(
+        get("/items?limit=10"),
+        post("/items", {"name": "written during a rotation"}, **writer),
+        post("/jobs", {"cost": 200_000, "seed": "rotate"}, **writer),
+    )
+    with steady_load(CLIENT_BASE, traffic, headers=API_HOST, connections=8, rate=60) as users:
+        time.sleep(2)
+        started = time.monotonic()
+        workspace.make("deploy-rotate-secret", "NAME=redis_password")
+        took = time.monotonic() - started
+        time.sleep(2)
+    assert users.failures() == [], f"{users.kinds()}\n{proxy_log(srv, env)}"
+    print(
+        f"measured: make deploy-rotate-secret NAME=redis_password {took:.0f} s, {users.summary()}"
+    )
+    assert here.read_text() == there.read_text() != old
+    assert mode(here) == 0o444
+    refused_old = run(
+        [*current_compose(srv), "exec", "-T", "-e", f"REDISCLI_AUTH={old}", "redis",
+         "redis-cli", "ping"],
+        env=env, check=False,
+    )  # fmt: skip
+    assert "WRONGPASS" in refused_old.stdout + refused_old.stderr
+    last = workspace.make("deploy-log").stdout.splitlines()[-1].split("\t")
+    assert last[1:4:2] == ["rotated", "deploy-test"], last
