@@ -119,3 +119,13 @@ def current_ids() -> tuple[str, str] | None:
     if not context.is_valid:
         return None
     return format(context.trace_id, "032x"), format(context.span_id, "016x")
+
+
+def traceparent() -> str | None:
+    """The current span as a W3C traceparent (None while tracing is off), to store with a job."""
+    from opentelemetry.propagate import inject
+
+    carrier: dict[str, str] = {}
+    if current_ids() is not None:
+        inject(carrier)
+    return carrier.get("traceparent")
