@@ -8,6 +8,7 @@ import secrets
 import time
 from collections.abc import Callable
 
+from opentelemetry import trace
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
@@ -48,6 +49,8 @@ class RequestContextMiddleware:
         # 128 random bits as 32 hex digits, as uuid4().hex gives, without building a UUID.
         request_id = incoming if _VALID_REQUEST_ID.fullmatch(incoming) else secrets.token_hex(16)
         token = request_id_var.set(request_id)
+        # Searchable in the trace store (a no-op while tracing is off).
+        trace.get_current_span().set_attribute("request_id", request_id)
         status_code = 500
         started = time.perf_counter()
         response_started = False

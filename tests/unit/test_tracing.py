@@ -124,6 +124,9 @@ def test_a_request_is_one_trace_in_its_log_lines_response_and_spans(receiver):
     assert span.kind == Span.SPAN_KIND_SERVER
     assert _hex(span.trace_id) == boom["trace_id"]
     assert span.status.code == Status.STATUS_CODE_ERROR
+    assert {a.key: a.value.string_value for a in span.attributes}["request_id"] == boom[
+        "request_id"
+    ]
     events = [e for e in span.events if e.name == "exception"]
     assert events, "the exception is recorded on the span"
     attributes = {a.key: a.value.string_value for a in events[0].attributes}
