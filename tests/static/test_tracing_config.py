@@ -31,6 +31,15 @@ def test_traefik_traces_only_where_an_endpoint_is_set():
     assert flags["tracing.serviceName"] == "traefik"
 
 
+def test_the_tracing_switch_is_traefiks_last_flag():
+    """Unset, the switch is an empty argument, and Traefik ignores every flag after one (tried
+    with Traefik 3.6.12): nothing may follow it."""
+    for env in ({}, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://jaeger:4318"}):
+        command = compose_config(**env)["services"]["proxy"]["command"]
+        assert command[-1] == ("--tracing=true" if env else ""), command[-3:]
+        assert "" not in command[:-1]
+
+
 def test_the_api_continues_traefiks_traceparent_and_names_its_release():
     api = compose_config(APP_TAG="20261206-1")["services"]["api"]["environment"]
     assert api["TRACING_TRUST_TRACEPARENT"] == "true"
