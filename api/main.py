@@ -79,7 +79,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
         telemetry=telemetry_config(),
     )
-    app.trust_traceparent = settings.tracing_trust_traceparent or not tracing_on(settings)
+    app.tracing = tracing_on(settings)
+    app.trust_traceparent = settings.tracing_trust_traceparent
     app.state.settings = settings
     # A 503 for a database outage and a 500 for anything else are answered by
     # RequestContextMiddleware, so both carry the request id (api/errors.py).

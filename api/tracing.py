@@ -14,6 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import Receive, Scope, Send
 
@@ -52,13 +53,19 @@ def stop() -> None:
 
 
 class KitFastAPI(FastAPI):
-    """FastAPI that can refuse a caller's trace context, before its own tracing reads it."""
+    """FastAPI that, while tracing is on, traces nothing for the polled paths (their SQL and
+    Redis commands included) and can refuse a caller's trace context before FastAPI reads it."""
 
-    trust_traceparent = True
+    tracing = False
+    trust_traceparent = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self.trust_traceparent and scope["type"] == "http":
+        if self.tracing and scope["type"] == "http":
+            if scope["path"] in UNTRACED_PATHS:
+                with suppress_instrumentation():
+                    await super().__call__(scope, receive, send)
+                return
             headers: list[tuple[bytes, bytes]] = scope["headers"]
-            if any(name in _CONTEXT_HEADERS for name, _ in headers):
+            if not self.trust_traceparent and any(n in _CONTEXT_HEADERS for n, _ in headers):
                 scope["headers"] = [(n, v) for n, v in headers if n not in _CONTEXT_HEADERS]
         await super().__call__(scope, receive, send)

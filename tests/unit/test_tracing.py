@@ -109,6 +109,7 @@ def test_a_request_is_one_trace_in_its_log_lines_response_and_spans(receiver):
     logs, responses = probe(
         "/boom",
         "/health",
+        "/ready",
         OTEL_EXPORTER_OTLP_ENDPOINT=f"http://{address}",
         OTEL_EXPORTER_OTLP_HEADERS="x-api-key=k%3D1,x-team=kit",
         TRACING_SAMPLE_RATIO="1",
@@ -116,7 +117,9 @@ def test_a_request_is_one_trace_in_its_log_lines_response_and_spans(receiver):
     )
     boom = responses[0]
     assert boom["status"] == 500 and boom["trace_id"]
-    # The probe paths make no span; /boom makes its server span, an error with the exception.
+    # The probe paths make no span, not even for /ready's database and Redis checks (which fail
+    # here: no servers); /boom makes its server span, an error with the exception.
+    assert responses[2]["status"] == 503
     servers = [s for service, s in received.spans if service == "api"]
     assert len(servers) == 1, [s.name for _, s in received.spans]
     span = servers[0]
