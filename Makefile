@@ -268,6 +268,7 @@ TUNNEL_HOST ?= $(DEPLOY_HOST)
 PROMETHEUS_PORT ?= 9090
 ALERTMANAGER_PORT ?= 9093
 GRAFANA_PORT ?= 3000
+JAEGER_PORT ?= 16686
 
 .PHONY: observability-up
 observability-up: ## Start the stack with Prometheus, Alertmanager and the exporters (profile observability)
@@ -275,11 +276,11 @@ observability-up: ## Start the stack with Prometheus, Alertmanager and the expor
 
 # Prometheus and Alertmanager listen on the server's loopback only: forward them over SSH.
 .PHONY: tunnel
-tunnel: ## SSH tunnel to the server's Prometheus, Alertmanager and Grafana: make tunnel TUNNEL_HOST=user@server
+tunnel: ## SSH tunnel to the server's Prometheus, Alertmanager, Jaeger and Grafana: make tunnel TUNNEL_HOST=user@server
 	@test -n "$(TUNNEL_HOST)" || { echo "usage: make tunnel TUNNEL_HOST=user@server (or DEPLOY_HOST set)" >&2; exit 2; }
-	@echo "Prometheus http://127.0.0.1:$(PROMETHEUS_PORT)  Alertmanager http://127.0.0.1:$(ALERTMANAGER_PORT)  Grafana (profile grafana) http://127.0.0.1:$(GRAFANA_PORT)  (Ctrl-C closes)"
+	@echo "Prometheus http://127.0.0.1:$(PROMETHEUS_PORT)  Alertmanager http://127.0.0.1:$(ALERTMANAGER_PORT)  Jaeger http://127.0.0.1:$(JAEGER_PORT)  Grafana (profile grafana) http://127.0.0.1:$(GRAFANA_PORT)  (Ctrl-C closes)"
 	ssh -N -L $(PROMETHEUS_PORT):127.0.0.1:$(PROMETHEUS_PORT) -L $(ALERTMANAGER_PORT):127.0.0.1:$(ALERTMANAGER_PORT) \
-		-L $(GRAFANA_PORT):127.0.0.1:$(GRAFANA_PORT) $(TUNNEL_HOST)
+		-L $(JAEGER_PORT):127.0.0.1:$(JAEGER_PORT) -L $(GRAFANA_PORT):127.0.0.1:$(GRAFANA_PORT) $(TUNNEL_HOST)
 
 # Alertmanager's two files may stay empty (that receiver unused); the exporter's map is derived
 # from redis_password, so run this again after changing that.

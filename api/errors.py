@@ -18,9 +18,12 @@ from fastapi import Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
 from sqlalchemy import exc as sa_exc
 
 from api.schemas import ErrorOut
+from core.error_reports import report
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +101,12 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 def error_response(exc: Exception) -> JSONResponse:
-    """The answer to an exception no route handled: 503 for an outage, else 500 (logged)."""
+    """The answer to an exception no route handled: 503 for an outage, else 500 (logged, and
+    reported where SENTRY_DSN is set). Either way the request's span is an error, with the
+    exception recorded (a no-op while tracing is off)."""
+    span = trace.get_current_span()
+    span.record_exception(exc)
+    span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
     if is_service_unavailable(exc):
         log.error("database unavailable", extra={"error": repr(exc)[:500]})
         return JSONResponse(
@@ -107,6 +115,7 @@ def error_response(exc: Exception) -> JSONResponse:
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
     log.error("unhandled exception", exc_info=exc)
+    report(exc)
     return JSONResponse({"detail": "internal server error"}, status_code=500)
 
 

@@ -22,8 +22,12 @@ from api.job_queue import JobQueue
 from api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from api.pool_queue import make_pool_queue
 from api.routes import items, jobs, ops
+from api.tracing import KitFastAPI, telemetry_config
+from api.tracing import start as start_tracing
+from api.tracing import stop as stop_tracing
 from core.logs import configure_logging
 from core.settings import Settings, get_settings
+from core.tracing import tracing_on
 
 
 @asynccontextmanager
@@ -31,6 +35,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Made here, per worker process, never at import: safe with gunicorn --preload.
     settings: Settings = app.state.settings
     engine = make_async_engine(settings)
+    # Before any connection: the engine's statements and the clients' commands are traced.
+    start_tracing(settings, engine)
     debts = CacheDebts(engine, ItemCache.key)
     redis = Redis.from_url(
         settings.redis_connection_url,
@@ -59,18 +65,22 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await app.state.cache.close()
         await redis.aclose()
         await engine.dispose()
+        stop_tracing()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     settings.require_secrets("postgres_password", "redis_password", "jwt_secret")
     configure_logging(settings.log_level)
-    app = FastAPI(
+    app = KitFastAPI(
         title=settings.app_name,
         lifespan=lifespan,
         docs_url="/docs" if settings.environment != "production" else None,
         redoc_url=None,
+        telemetry=telemetry_config(),
     )
+    app.tracing = tracing_on(settings)
+    app.trust_traceparent = settings.tracing_trust_traceparent
     app.state.settings = settings
     # A 503 for a database outage and a 500 for anything else are answered by
     # RequestContextMiddleware, so both carry the request id (api/errors.py).

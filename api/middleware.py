@@ -8,6 +8,7 @@ import secrets
 import time
 from collections.abc import Callable
 
+from opentelemetry import trace
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
@@ -17,6 +18,7 @@ from api.errors import error_response
 from api.metrics import observe_request
 from api.shutdown import closing_connections
 from core.logs import request_id_var
+from core.tracing import current_ids
 
 access_log = logging.getLogger("api.access")
 
@@ -26,7 +28,8 @@ _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 
 
 class RequestContextMiddleware:
-    """Request id (X-Request-ID in, or a new one; always returned), access log line, metrics.
+    """Request id (X-Request-ID in, or a new one; always returned), access log line, metrics;
+    X-Trace-ID out while tracing is on.
 
     log_every_request: a line per request at INFO (ACCESS_LOG=all); otherwise only 5xx answers
     and requests slower than slow_seconds, at WARNING (the proxy logs every request by default)."""
@@ -46,6 +49,8 @@ class RequestContextMiddleware:
         # 128 random bits as 32 hex digits, as uuid4().hex gives, without building a UUID.
         request_id = incoming if _VALID_REQUEST_ID.fullmatch(incoming) else secrets.token_hex(16)
         token = request_id_var.set(request_id)
+        # Searchable in the trace store (a no-op while tracing is off).
+        trace.get_current_span().set_attribute("request_id", request_id)
         status_code = 500
         started = time.perf_counter()
         response_started = False
@@ -59,6 +64,10 @@ class RequestContextMiddleware:
                 headers = MutableHeaders(scope=message)
                 # Replaces, not duplicates, one the app set (ASGI header names are lower case).
                 headers["x-request-id"] = request_id
+                # The trace of this request (tracing on): from a client's report to its spans.
+                ids = current_ids()
+                if ids is not None:
+                    headers["x-trace-id"] = ids[0]
                 if (
                     closing_connections.is_set()
                 ):  # stopping: the client reconnects, to a server that stays

@@ -51,7 +51,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "items_page": ("items_page", "peer_page"),
     "create_item": ("create_item", "peer_create"),
 }
-PHASES = ("requests", "tuning", "scaling", "operations")
+PHASES = ("requests", "tuning", "scaling", "tracing", "operations")
 
 
 @dataclass(frozen=True)

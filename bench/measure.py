@@ -12,6 +12,7 @@ from bench.containers import wait_http
 from bench.phases.operations import Images, Startup, image_sizes, rebuild_seconds, startup_timing
 from bench.phases.requests import idle_cpu, request_rounds, seed, targets, warm_up
 from bench.phases.scaling import Scaling, scaling_rows
+from bench.phases.tracing import TracingCost, tracing_rows
 from bench.phases.tuning import Tuning, tuning_rows
 from bench.record import (
     RunInfo,
@@ -40,6 +41,7 @@ def measure(groups: tuple[str, ...], phases: tuple[str, ...], rounds: int) -> Re
     idle_host: float | None = None
     tuning: Tuning | None = None
     scaling: Scaling | None = None
+    tracing: TracingCost | None = None
     startup: Startup | None = None
     images: Images | None = None
     rebuild: float | None = None
@@ -70,6 +72,8 @@ def measure(groups: tuple[str, ...], phases: tuple[str, ...], rounds: int) -> Re
             tuning = tuning_rows(stack, seeded, rounds)
         if "scaling" in phases:
             scaling = scaling_rows(stack, seeded)
+        if "tracing" in phases:
+            tracing = tracing_rows(stack, seeded)
         if "operations" in phases:
             startup = startup_timing(stack)
             images = image_sizes()
@@ -96,4 +100,5 @@ def measure(groups: tuple[str, ...], phases: tuple[str, ...], rounds: int) -> Re
         rebuild_seconds=rebuild,
         duration_seconds=round(time.monotonic() - started),
         idle_host_cpu_ms_per_second=idle_host,
+        tracing=tracing,
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 from bench import figures
 from bench.config import BASE_IMAGE, IDLE_SECONDS, JOB_COST, JOBS
 from bench.phases.scaling import Scaling
+from bench.phases.tracing import Traced, TracingCost
 from bench.phases.tuning import Tuning
 from bench.results import Compared, Results, Row
 
@@ -231,6 +232,34 @@ def tuning(t: Tuning) -> list[str]:
     ]
 
 
+def _cpu(us: float | None) -> str:
+    return "-" if us is None else f"{us} µs"
+
+
+def tracing(t: TracingCost) -> list[str]:
+    def row(name: str, traced: Traced) -> str:
+        return (
+            f"| {name} | {traced.cached.rps} | {_cpu(traced.cached_api_cpu_us)} "
+            f"| {t.cached_rps_of_off(traced)} | {traced.page.rps} "
+            f"| {_cpu(traced.page_api_cpu_us)} | {traced.jobs_per_second} |"
+        )
+
+    return [
+        "## Tracing",
+        "",
+        "OpenTelemetry in the api and the worker (docs/observability.md, Traces), spans to the "
+        "profile's Jaeger; the api direct, one run each, the settings next to each other: "
+        "indicative. CPU is the api container's per request.",
+        "",
+        "| tracing | cached item req/s | CPU | of off | page req/s | CPU | jobs/s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        row("off (no endpoint: the default)", t.off),
+        row(f"TRACING_SAMPLE_RATIO={t.default_ratio} (default ratio)", t.default),
+        row("TRACING_SAMPLE_RATIO=1 (every trace)", t.every),
+        "",
+    ]
+
+
 def operations(r: Results) -> list[str]:
     o, images = r.startup, r.images
     if o is None or images is None:
@@ -269,5 +298,7 @@ def markdown(r: Results) -> str:
         lines += scaling(r.scaling)
     if r.tuning is not None:
         lines += tuning(r.tuning)
+    if r.tracing is not None:
+        lines += tracing(r.tracing)
     lines += operations(r)
     return "\n".join(lines)

@@ -13,6 +13,7 @@ from bench.figures import Ratio, Spread, Wrk
 from bench.phases.operations import Images, Startup
 from bench.phases.requests import Sample
 from bench.phases.scaling import Scaling
+from bench.phases.tracing import TracingCost
 from bench.phases.tuning import Tuning
 from bench.record import Machine, RunInfo
 
@@ -91,6 +92,7 @@ class Results:
     rebuild_seconds: float | None
     duration_seconds: int
     idle_host_cpu_ms_per_second: float | None = None  # the whole host's, before the rounds
+    tracing: TracingCost | None = None
 
     @property
     def compared(self) -> list[Compared]:
@@ -202,6 +204,8 @@ def as_json(r: Results) -> dict[str, Any]:
         out["tuning"] = asdict(r.tuning)
     if r.scaling is not None:
         out["scaling"] = asdict(r.scaling)
+    if r.tracing is not None:
+        out["tracing"] = asdict(r.tracing)
     if r.startup is not None and r.images is not None:
         out["operations"] = {
             **asdict(r.startup),

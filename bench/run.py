@@ -24,17 +24,17 @@ docs/bench-results/bench.json, the published run. Exits 1 if a kit row had a fai
 Settings (environment): BENCH_ROUNDS, BENCH_SECONDS, BENCH_CONNECTIONS; BENCH_HTTPS_PORT if
 another stack holds the default (58543); BENCH_ROWS, a comma list of request groups (health,
 item_cached, item_db, items_page, create_item; default all); BENCH_PHASES, a comma list of
-requests, tuning, scaling, operations (default all). A subset is for checking the bench itself,
-never for publishing.
+requests, tuning, scaling, tracing, operations (default all). A subset is for checking the
+bench itself, never for publishing.
 
 Run from the repository root as `python -m bench.run` (what `make bench` does), so `bench` and
 `tests` are plain packages; the stack helpers are the tests' own (tests/support/). This module is
 the entry point only; the modules it runs, each with one job: config (settings and names), wrk
 (the load and the host's CPU beside it), containers, baselines, stack (BenchStack), phases/
-(requests, tuning, scaling, operations), measure (the run), record (machine, commit, images),
-results (rows, comparisons, bench.json), report (benchmarks.md). Importing any of them starts
-nothing: main() runs the phases inside `running(stack)` and `baselines(...)`, which always take
-the stack and every baseline container down.
+(requests, tuning, scaling, tracing, operations), measure (the run), record (machine, commit,
+images), results (rows, comparisons, bench.json), report (benchmarks.md). Importing any of them
+starts nothing: main() runs the phases inside `running(stack)` and `baselines(...)`, which always
+take the stack and every baseline container down.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""JSON logs on stdout, one object a line, each carrying the request id of the request it is for."""
+"""JSON logs on stdout, one object a line, each carrying the request id of the request it is for,
+and while tracing is on the trace and span ids it was written under (core/tracing.py)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,17 @@ import logging.config
 from contextvars import ContextVar
 from typing import Any
 
+from core.tracing import current_ids
+
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 
 class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
+        ids = current_ids()
+        if ids is not None:
+            record.trace_id, record.span_id = ids
         # Google Cloud Logging (Cloud Run) reads a line's level from `severity`, and its names
         # are Python's (DEBUG, INFO, WARNING, ERROR, CRITICAL).
         record.severity = record.levelname

@@ -83,6 +83,9 @@ class Job(Base):
     # so. NULL on jobs that never ran.
     worker: Mapped[str | None] = mapped_column(Text)
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The W3C traceparent of the request that queued it (tracing on): the reaper's new message
+    # for it carries this, so a run after a lost worker stays in that request's trace.
+    traceparent: Mapped[str | None] = mapped_column(String(55))
 
 
 class CacheDebt(Base):

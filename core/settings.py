@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
@@ -47,6 +47,8 @@ DEV_PASSWORDS = frozenset({DEV_POSTGRES_PASSWORD, DEV_POSTGRES_APP_PASSWORD})
 JWT_SECRET_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 # The fields that may be given as <NAME>_FILE.
 SECRET_FIELDS = ("postgres_password", "postgres_app_password", "redis_password", "jwt_secret")
+# Secrets of optional features, unset unless used: the same <NAME>_FILE convention.
+OPTIONAL_SECRET_FIELDS = ("otel_exporter_otlp_headers", "sentry_dsn")
 
 
 def _renamed(name: str) -> AliasChoices:
@@ -64,7 +66,8 @@ def _strip_one_newline(text: str) -> str:
 
 
 class SecretFilesSource(PydanticBaseSettingsSource):
-    """<NAME>_FILE for each of SECRET_FIELDS: the value is the content of the file it names.
+    """<NAME>_FILE for each of SECRET_FIELDS and OPTIONAL_SECRET_FIELDS: the value is the content
+    of the file it names.
 
     Errors name the variables and the path, never the content. All of them are raised together.
     """
@@ -84,7 +87,7 @@ class SecretFilesSource(PydanticBaseSettingsSource):
         environ = {name.upper(): value for name, value in self._environ.items() if value}
         values: dict[str, Any] = {}
         problems: list[str] = []
-        for field_name in SECRET_FIELDS:
+        for field_name in (*SECRET_FIELDS, *OPTIONAL_SECRET_FIELDS):
             variable = field_name.upper()
             file_variable = f"{variable}_FILE"
             path = environ.get(file_variable)
@@ -309,6 +312,22 @@ class Settings(BaseSettings):
     volumes_dir: str = "/volumes"
     backup_metrics_file: str = "/backup-metrics/backup.prom"
 
+    # Traces (core/tracing.py, docs/observability.md): OpenTelemetry over OTLP/HTTP (protobuf) to
+    # this base URL, `/v1/traces` added; the SDK's own names, read here and handed to it. Unset: no
+    # provider, no exporter, no span in the api or the worker (and Traefik's tracing stays off).
+    otel_exporter_otlp_endpoint: str | None = None
+    # Sent with each export, as the SDK writes them: `name=value,name2=value2` (a SaaS API key).
+    otel_exporter_otlp_headers: SecretStr | None = None
+    # The share of new traces kept (parent-based: a request continues its parent's choice).
+    tracing_sample_ratio: float = Field(0.1, ge=0, le=1)
+    # Continue a traceparent the request arrived with. Compose sets it for the api, whose only peer
+    # is Traefik; where the api faces clients itself, a client could pick trace ids and sampling.
+    tracing_trust_traceparent: bool = False
+    # Error reports (core/error_reports.py) to a Sentry-compatible DSN; unset: none made.
+    sentry_dsn: SecretStr | None = None
+    # The deploy's release name, on every span and error report (compose: APP_TAG).
+    release: str = "dev"
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -389,6 +408,17 @@ class Settings(BaseSettings):
             for origin in self.cors_allow_origins
             if origin != "*" and not _is_origin(origin)
         ]
+        endpoint = urlsplit(self.otel_exporter_otlp_endpoint or "http://unset")
+        if endpoint.scheme not in ("http", "https") or not endpoint.netloc:
+            problems.append(
+                f"OTEL_EXPORTER_OTLP_ENDPOINT={self.otel_exporter_otlp_endpoint!r} is not a URL: "
+                "write http(s)://host:port, the collector's OTLP/HTTP address"
+            )
+        if self.otel_exporter_otlp_headers is not None and self.otlp_headers is None:
+            problems.append(
+                "OTEL_EXPORTER_OTLP_HEADERS is not name=value[,name=value]: write it as the "
+                "OpenTelemetry SDK does (values URL-encoded)"
+            )
         if self.job_lease_seconds <= 2 * self.job_heartbeat_seconds:
             problems.append(
                 "JOB_LEASE_SECONDS must exceed twice JOB_HEARTBEAT_SECONDS "
@@ -532,6 +562,19 @@ class Settings(BaseSettings):
         if not database.isdigit():
             return url
         return urlunsplit(parts._replace(path=f"/{int(database) + 1}"))
+
+    @property
+    def otlp_headers(self) -> dict[str, str] | None:
+        """OTEL_EXPORTER_OTLP_HEADERS as a dict ({} when unset), None when malformed."""
+        if self.otel_exporter_otlp_headers is None:
+            return {}
+        headers: dict[str, str] = {}
+        for item in self.otel_exporter_otlp_headers.get_secret_value().split(","):
+            name, equals, value = item.partition("=")
+            if not equals or not name.strip():
+                return None
+            headers[unquote(name.strip())] = unquote(value.strip())
+        return headers
 
     @property
     def gunicorn_workers(self) -> int:

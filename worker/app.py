@@ -13,6 +13,7 @@ from celery.signals import setup_logging
 from core.celery_config import make_celery
 from core.logs import configure_logging
 from core.settings import get_settings
+from worker import tracing as _tracing  # noqa: F401 - its hooks run in each pool process
 from worker.liveness_probe import LivenessProbe
 from worker.metrics import MetricsServer
 from worker.reaper import JobReaper

@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import get_settings
 from core.sync_engine import make_sync_engine
+from worker.tracing import traced
 
 _sessions: sessionmaker[Session] | None = None
 
@@ -14,7 +15,7 @@ _sessions: sessionmaker[Session] | None = None
 def sessions() -> sessionmaker[Session]:
     global _sessions
     if _sessions is None:
-        engine = make_sync_engine(get_settings(), "worker", pooled=True)
+        engine = traced(make_sync_engine(get_settings(), "worker", pooled=True))
         _sessions = sessionmaker(engine, expire_on_commit=False)
     return _sessions
 

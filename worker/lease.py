@@ -12,6 +12,7 @@ worker/reaper.py apply them under row locks.
 
 from __future__ import annotations
 
+import contextvars
 import enum
 import logging
 import secrets
@@ -188,7 +189,10 @@ class Heartbeat:
         self._beat = beat
         self._every = every
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        # In the job's context: its renewals are spans of the job's trace (core/tracing.py).
+        self._thread = threading.Thread(
+            target=contextvars.copy_context().run, args=(self._run,), name=name, daemon=True
+        )
         self.lost = False
         self.beats = 0
 

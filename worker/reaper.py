@@ -75,7 +75,14 @@ class Reaper:
             # Candidates only (reap_action decides): missed a heartbeat, or started without
             # leases and past the time limit.
             rows = session.execute(
-                select(Job.id, Job.worker, Job.heartbeat_at, Job.started_at, Job.attempts)
+                select(
+                    Job.id,
+                    Job.worker,
+                    Job.heartbeat_at,
+                    Job.started_at,
+                    Job.attempts,
+                    Job.traceparent,
+                )
                 .where(
                     Job.state == JobState.running,
                     or_(
@@ -117,7 +124,9 @@ class Reaper:
                 }
                 if action is Reap.REQUEUE:
                     session.execute(job.values(state=JobState.queued, worker=None))
-                    self.app.send_task(RUN_JOB_TASK, args=[str(row.id)])
+                    # In the trace of the request that queued it (its run continues this parent).
+                    context = {"traceparent": row.traceparent} if row.traceparent else None
+                    self.app.send_task(RUN_JOB_TASK, args=[str(row.id)], headers=context)
                     log.warning("job's worker is gone, job queued again", extra=facts)
                 else:
                     session.execute(

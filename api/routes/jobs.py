@@ -15,6 +15,7 @@ from api.job_queue import JobQueueUnavailable
 from api.metrics import JOBS_QUEUED
 from api.schemas import JobIn, JobOut
 from core.models import Job, JobState
+from core.tracing import traceparent
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,13 @@ async def submit_job(
     job_queue: JobQueueDep,
     response: Response,
 ) -> JobOut:
-    job = Job(cost=body.cost, seed=body.seed, state=JobState.queued, attempts=0)
+    job = Job(
+        cost=body.cost,
+        seed=body.seed,
+        state=JobState.queued,
+        attempts=0,
+        traceparent=traceparent(),
+    )
     db.add(job)
     await db.commit()  # before sending: the worker must find the row
     await db.refresh(job)

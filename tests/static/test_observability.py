@@ -28,6 +28,7 @@ PROFILE_SERVICES = {
     "job-exporter",
     "postgres-exporter",
     "redis-exporter",
+    "jaeger",
 }
 
 
@@ -150,7 +151,7 @@ def test_the_profile_publishes_on_loopback_only_and_joins_no_public_router(files
         for port in service.get("ports", []):
             assert port["host_ip"] == "127.0.0.1", f"{name}: {port}"
     published = {n for n, s in config["services"].items() if s.get("ports")}
-    assert published == {"proxy", "prometheus", "alertmanager"}
+    assert published == {"proxy", "prometheus", "alertmanager", "jaeger"}
     # Traefik's metrics entrypoint exists and no port publishes it.
     proxy = config["services"]["proxy"]
     assert "--entryPoints.metrics.address=:8082" in proxy["command"]

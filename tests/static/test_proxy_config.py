@@ -22,6 +22,8 @@ def _coerce(value: str) -> Any:
         return value == "true"
     if value.lstrip("-").isdigit():
         return int(value)
+    if re.fullmatch(r"-?\d+\.\d+", value):
+        return float(value)
     return value
 
 

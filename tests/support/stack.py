@@ -61,6 +61,9 @@ def compose_env(**extra: str) -> dict[str, str]:
                 "PRELOAD_APP",
                 "KEEP_ALIVE",
                 "MAX_REQUESTS",
+                "OTEL_",
+                "TRACING_",
+                "SENTRY_",
             )
         )
     }

@@ -255,6 +255,7 @@ def test_goal_verdicts():
         "bench.phases.requests",
         "bench.phases.tuning",
         "bench.phases.scaling",
+        "bench.phases.tracing",
         "bench.phases.operations",
         "bench.measure",
         "bench.record",
@@ -405,6 +406,29 @@ def test_report_the_tuning_rows():
         "go_threads"
     ]
     assert pairs[0][1] == {"wrk": dataclasses.asdict(w(1000)), "proxy_cpu_us": 400.0}
+
+
+def test_report_the_tracing_rows():
+    from bench.phases import tracing
+
+    made_up, _, _ = _report()
+
+    def traced(ratio: float | None, rps: float, cpu: float | None, jobs: float) -> tracing.Traced:
+        w = f.Wrk(rps=rps, p50_ms=1.0, p99_ms=9.0, requests=int(rps * 8))
+        return tracing.Traced(ratio, w, cpu, f.Wrk(rps=500, p50_ms=2.0, p99_ms=9.0), None, jobs)
+
+    cost = tracing.TracingCost(
+        default_ratio=0.1,
+        off=traced(None, 2000, 400.0, 3.5),
+        default=traced(0.1, 1900, 420.0, 3.4),
+        every=traced(1.0, 1500, 560.0, 3.1),
+    )
+    md = report.markdown(results.Results(**{**made_up.__dict__, "tracing": cost}))
+    assert "| off (no endpoint: the default) | 2000 | 400.0 µs | 1.0 | 500 | - | 3.5 |" in md
+    assert "| TRACING_SAMPLE_RATIO=0.1 (default ratio) | 1900 | 420.0 µs | 0.95 |" in md
+    assert "| TRACING_SAMPLE_RATIO=1 (every trace) | 1500 | 560.0 µs | 0.75 |" in md
+    data = results.as_json(results.Results(**{**made_up.__dict__, "tracing": cost}))
+    assert data["tracing"]["every"]["jobs_per_second"] == 3.1
 
 
 def test_the_machine_line_says_where_the_proxy_rows_went():

@@ -45,6 +45,8 @@ IMAGES = (
     "prom/alertmanager:v0.28.1",
     "quay.io/prometheuscommunity/postgres-exporter:v0.16.0",
     "oliver006/redis_exporter:v1.67.0",
+    # The profile's trace store: up with the rest (its traces: tests/e2e/full/test_tracing.py).
+    "jaegertracing/jaeger:2",
 )
 EXPECTED_JOBS = {
     "prometheus",
