@@ -115,7 +115,7 @@ def prod_config(tmp_path_factory) -> str:
     [
         ("jwt_secret", "api"),
         ("postgres_app_password", "api job-exporter migrate worker"),
-        ("redis_password", "api job-exporter redis worker"),
+        ("redis_password", "api job-exporter redis scheduler worker"),
         ("redis_exporter_password_map", "redis-exporter"),
     ],
 )
