@@ -205,6 +205,24 @@ def test_a_scheduler_behind_sends_only_the_latest_due_tick(beat):
     ]
 
 
+def test_a_scheduler_a_few_ticks_late_still_sends_each(beat):
+    scheduler, clock, sent, _, _ = beat
+    scheduler.tick()
+    clock.now = at("2026-12-06T10:00:21+00:00")  # 10, 15, 20 due: late, not stopped
+    scheduler.tick()
+    assert sent[1:] == [
+        ("late", "2026-12-06T10:00:10+00:00"),
+        ("late", "2026-12-06T10:00:15+00:00"),
+        ("late", "2026-12-06T10:00:20+00:00"),
+        ("skip", "2026-12-06T10:00:10+00:00"),
+        ("skip", "2026-12-06T10:00:15+00:00"),
+        ("skip", "2026-12-06T10:00:20+00:00"),
+    ]
+    clock.now = at("2026-12-06T10:00:22+00:00")
+    scheduler.tick()
+    assert len(sent) == 7
+
+
 def test_a_failed_send_is_retried_within_a_second_and_never_doubled(beat):
     scheduler, clock, sent, failing, _ = beat
     scheduler.tick()
