@@ -230,3 +230,35 @@ def test_the_reaper_resends_an_abandoned_claim_and_a_worker_finishes_it(stack, s
     assert run is not None
     assert run.attempts == 2
     assert _snapshots(sessions, tick) == 1
+
+
+def test_make_schedules_lists_each_schedule_with_its_last_and_next_run(stack):
+    """The operator's view (make schedules, in the stack's worker): the stack's 5-s schedules
+    have run, and each line has its rule, last run, status and next run."""
+
+    def listed() -> list[str]:
+        return stack.make("schedules").stdout.splitlines()
+
+    def ran() -> list[str] | None:
+        out = listed()
+        rows = [line for line in out if line.startswith(SCHEDULE)]
+        return out if rows and "succeeded" in rows[0] else None
+
+    out = wait_until(ran, within=30, every=1)
+    header = next(line for line in out if line.startswith("SCHEDULE"))
+    assert header.split() == [
+        "SCHEDULE",
+        "RULE",
+        "MISSED",
+        "LAST",
+        "RUN",
+        "STATUS",
+        "NEXT",
+        "RUN",
+        "LATE",
+    ]
+    names = {line.split()[0] for line in out[out.index(header) + 1 :]}
+    assert names == {"purge-finished-jobs", SCHEDULE, "purge-schedule-runs"}
+    row = next(line for line in out if line.startswith(SCHEDULE)).split()
+    last, next_run = datetime.fromisoformat(row[-4]), datetime.fromisoformat(row[-2])
+    assert last < datetime.now(UTC) < next_run, row

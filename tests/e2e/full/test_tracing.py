@@ -52,14 +52,16 @@ def traced() -> Iterator[Stack]:
             "KIT_TEST_REDIS_PORT": REDIS_PORT,
         },
     )
-    stack.down()
+    down = ("--profile", "observability", "down", "-v", "--remove-orphans", "--timeout", "10")
+    # Jaeger is a profile's service: a plain `down` would leave it running.
+    stack.compose(*down, check=False)
     # Naming jaeger starts it without the rest of the profile.
     stack.compose(
         "up", "-d", "--build", "--wait", "--wait-timeout", "300", *stack.services, "jaeger"
     )
     yield stack
     if not os.environ.get("KIT_TEST_KEEP"):
-        stack.down()
+        stack.compose(*down, check=False)
 
 
 @pytest.fixture(scope="module")
