@@ -178,10 +178,14 @@ drain_seconds() { # CONTAINER: how long Traefik takes to stop routing to it once
   return 1
 }
 
+containers_of() { # SERVICE: its running containers' ids, sorted
+  docker ps -q --filter "label=com.docker.compose.project=$DEPLOY_PROJECT" \
+    --filter "label=com.docker.compose.service=$1" | sort
+}
+
 rollout_api() { # RELEASE: new containers beside the old, traffic moves once they are healthy
   local release=$1 old new replicas drain
-  old=$(docker ps -q --filter "label=com.docker.compose.project=$DEPLOY_PROJECT" \
-    --filter label=com.docker.compose.service=api | sort)
+  old=$(containers_of api)
   replicas=$(grep -c . <<<"$old" || true)
   if ((replicas == 0)); then
     compose "$release" up -d --no-deps --wait api
@@ -190,8 +194,7 @@ rollout_api() { # RELEASE: new containers beside the old, traffic moves once the
   # Known before anything starts: a rollout that cannot drain must not stop half-way.
   drain=$(drain_seconds "$(head -n 1 <<<"$old")") || return 1
   compose "$release" up -d --no-deps --no-recreate --scale "api=$((replicas * 2))" api
-  new=$(comm -13 <(echo "$old") <(docker ps -q --filter "label=com.docker.compose.project=$DEPLOY_PROJECT" \
-    --filter label=com.docker.compose.service=api | sort))
+  new=$(comm -13 <(echo "$old") <(containers_of api))
   # shellcheck disable=SC2086 # one id a word
   if ! wait_healthy $new; then
     echo "new api containers unhealthy: removing them; the previous release keeps serving" >&2
@@ -218,9 +221,8 @@ rollout_scheduler() { # RELEASE: the new scheduler beside the old, then the old 
   # Both send the same ticks meanwhile; each tick's claim runs it once (docs/schedules.md). No
   # gap: a tick due while neither ran would be sent late, or missed, by the missed-tick policy.
   local release=$1 old new
-  old=$(docker ps -q --filter "label=com.docker.compose.project=$DEPLOY_PROJECT" \
-    --filter label=com.docker.compose.service=scheduler | sort)
-  if ! grep -q '^  scheduler:$' "$RELEASES/$release/compose.yaml"; then
+  old=$(containers_of scheduler)
+  if ! compose "$release" config --services | grep -qx scheduler; then
     # A release from before the scheduler (a rollback to it): none of its own, none of ours.
     # shellcheck disable=SC2086
     [[ -z $old ]] || { docker stop $old >/dev/null && docker rm $old >/dev/null; }
@@ -231,8 +233,7 @@ rollout_scheduler() { # RELEASE: the new scheduler beside the old, then the old 
     return
   fi
   compose "$release" up -d --no-deps --no-recreate --scale "scheduler=$(($(grep -c . <<<"$old") + 1))" scheduler
-  new=$(comm -13 <(echo "$old") <(docker ps -q --filter "label=com.docker.compose.project=$DEPLOY_PROJECT" \
-    --filter label=com.docker.compose.service=scheduler | sort))
+  new=$(comm -13 <(echo "$old") <(containers_of scheduler))
   # shellcheck disable=SC2086 # one id a word
   if ! wait_healthy $new; then
     echo "new scheduler unhealthy: removing it; the previous release's keeps sending ticks" >&2

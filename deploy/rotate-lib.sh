@@ -50,7 +50,11 @@ roll() { # NAME: every running service that reads the secret, in new containers,
   [[ -z $(stack ps -q api) ]] || rollout_api "$ROTATE_RELEASE"
   for service in $(users_of "$1"); do
     echo "rotate-secret: new $service container(s)" >&2
-    stack up -d --no-deps --wait --force-recreate "$service"
+    if [[ $service == scheduler ]]; then
+      rollout_scheduler "$ROTATE_RELEASE" # the new one beside the old: no tick falls in a gap
+    else
+      stack up -d --no-deps --wait --force-recreate "$service"
+    fi
   done
 }
 

@@ -93,8 +93,10 @@ class ClaimingScheduler(Scheduler):
             if due > now:
                 continue
             pending = [due]
-            while len(pending) <= CATCH_UP_TICKS and s.when.next_after(pending[-1]) <= now:
-                pending.append(s.when.next_after(pending[-1]))
+            while (
+                len(pending) <= CATCH_UP_TICKS and (later := s.when.next_after(pending[-1])) <= now
+            ):
+                pending.append(later)
             if len(pending) > CATCH_UP_TICKS:
                 latest = s.when.latest_at(now)
                 log.warning(

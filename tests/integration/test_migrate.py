@@ -21,6 +21,7 @@ import pytest
 
 from api.readiness import head_revision
 from core.settings import get_settings
+from tests.support.migrations import migration_source
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCK_TIMEOUT_MS = 500
@@ -28,25 +29,6 @@ RETRIES = 2
 # Every attempt's wait, the pauses between them (1 s, 2 s) and a process start, with room.
 BUDGET_SECONDS = (RETRIES + 1) * LOCK_TIMEOUT_MS / 1000 + 1 + 2 + 10
 
-MIGRATION = '''"""migrate test"""
-
-from alembic import op
-
-from api.migration_timeouts import statement_timeout
-
-revision = "migratetest"
-down_revision = "{head}"
-branch_labels = None
-depends_on = None
-
-
-def upgrade() -> None:
-{body}
-
-
-def downgrade() -> None:
-    pass
-'''
 ALTER_ITEMS = '    op.execute("ALTER TABLE items ADD COLUMN migrate_test TEXT")'
 
 
@@ -56,7 +38,7 @@ def _server() -> str:
 
 class Scratch:
     """A database at the kit's head, and a project directory whose alembic.ini runs the kit's
-    migrations plus one more (MIGRATION with `body`)."""
+    migrations plus one more (its upgrade: `body`)."""
 
     def __init__(self, root: Path, database: str) -> None:
         self.root, self.database, self.role = root, database, f"{database}_rw"
@@ -67,7 +49,17 @@ class Scratch:
         shutil.copytree(
             ROOT / "api" / "migrations", migrations, ignore=shutil.ignore_patterns("__pycache__")
         )
-        text = MIGRATION.format(head=head_revision(), body=body)
+        text = migration_source(
+            "migrate test",
+            "migratetest",
+            head_revision(),
+            body,
+            imports=(
+                "from alembic import op",
+                "",
+                "from api.migration_timeouts import statement_timeout",
+            ),
+        )
         (migrations / "versions" / "20990101_9998_migrate_test.py").write_text(text)
         ini = (ROOT / "alembic.ini").read_text()
         ini = ini.replace("script_location = api:migrations", f"script_location = {migrations}")

@@ -24,6 +24,7 @@ from tests.support import stack as stack_module
 from tests.support.deploy import SECRETS, SSH_PORT, Workspace, commit_release, deploy_checkout
 from tests.support.jobs import poll_job
 from tests.support.load import cycle, get, post, slow_post, steady_load
+from tests.support.migrations import migration_source
 from tests.support.schedules import assert_both_schedules_once, settle
 from tests.support.stack import make, psql, run, wait_until
 
@@ -111,23 +112,13 @@ def workspace(server, tmp_path_factory):
         run(["docker", "rmi", "-f", *set(images.stdout.split())], check=False)
 
 
-RELEASE_2_MIGRATION = '''"""deploy test: an index"""
-
-from alembic import op
-
-revision = "deploytest2"
-down_revision = "{head}"
-branch_labels = None
-depends_on = None
-
-
-def upgrade() -> None:
-    op.create_index("ix_items_name_deploy_test", "items", ["name"])
-
-
-def downgrade() -> None:
-    op.drop_index("ix_items_name_deploy_test", table_name="items")
-'''.replace("{head}", str(head_revision()))
+RELEASE_2_MIGRATION = migration_source(
+    "deploy test: an index",
+    "deploytest2",
+    str(head_revision()),
+    'op.create_index("ix_items_name_deploy_test", "items", ["name"])',
+    'op.drop_index("ix_items_name_deploy_test", table_name="items")',
+)
 
 
 def current_revision(srv: Path, env) -> str:
@@ -493,24 +484,6 @@ def test_make_scale_on_the_server_starts_production_containers(workspace, server
     assert len(api_containers()) == replicas
 
 
-LOCK_TEST_MIGRATION = '''"""deploy test: a column on items, behind a held lock"""
-
-import sqlalchemy as sa
-from alembic import op
-
-revision = "deploylock"
-down_revision = "{head}"
-branch_labels = None
-depends_on = None
-
-
-def upgrade() -> None:
-    op.add_column("items", sa.Column("deploy_lock_test", sa.Text(), nullable=True))
-
-
-def downgrade() -> None:
-    op.drop_column("items", "deploy_lock_test")
-'''
 # A transaction that read items and stays open (ACCESS SHARE, as any read takes): it does not
 # block the app's reads and writes, only the ALTER TABLE's ACCESS EXCLUSIVE, and everything that
 # queues behind that.
@@ -540,7 +513,16 @@ def test_a_migration_behind_a_held_lock_fails_the_deploy_and_the_old_release_ser
     old_current = (srv / "current").resolve().name
     head = current_revision(srv, env)
     migration = source / "api" / "migrations" / "versions" / "20261201_9001_deploy_lock_test.py"
-    migration.write_text(LOCK_TEST_MIGRATION.replace("{head}", head))
+    migration.write_text(
+        migration_source(
+            "deploy test: a column on items, behind a held lock",
+            "deploylock",
+            head,
+            'op.add_column("items", sa.Column("deploy_lock_test", sa.Text(), nullable=True))',
+            'op.drop_column("items", "deploy_lock_test")',
+            imports=("import sqlalchemy as sa", "from alembic import op"),
+        )
+    )
     run(["git", "add", str(migration)], cwd=source)
     # A healthy /ready again, after the first test's release 5 broke it.
     ops = source / "api" / "routes" / "ops.py"
