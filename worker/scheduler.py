@@ -38,8 +38,8 @@ settings.require_secrets("redis_password")
 celery_app = make_celery(settings)
 # After a failed send, how soon the tick is tried again.
 RETRY_SECONDS = 1.0
-# A loop this many ticks late is slow, not stopped: each tick is still sent (the deploy test
-# lost one 5-s tick while make deploy built images on 2 cores).
+# A loop this many ticks late is slow, not stopped: each tick is still sent, where one tick
+# late used to send only the latest.
 CATCH_UP_TICKS = 3
 
 
