@@ -59,12 +59,13 @@ migrate: ## Run the database migrations (the one-shot migrate service)
 
 # Autogenerate compares the models with the stack's database, which only the app's network
 # reaches: Alembic runs in the migrate image, with this checkout's models (core/, read-only) and
-# migrations (where the new file is written) mounted, as you, so the file is yours.
+# migrations (where the new file is written) mounted, as you, so the file is yours. --build: the
+# image make dev runs is another tag, so this one may be older than the checkout's code.
 .PHONY: revision
 revision: ## New migration from the models, against the running stack: make revision MESSAGE="add x"
 	@test -n "$(MESSAGE)" || { echo 'usage: make revision MESSAGE="add price index" (with the stack up: make up)' >&2; exit 2; }
 	@test -n "$$($(COMPOSE) ps -q --status running db)" || { echo "make revision needs the stack's database: make up first" >&2; exit 1; }
-	$(COMPOSE) run --rm --no-deps --user "$$(id -u):$$(id -g)" \
+	$(COMPOSE) run --rm --no-deps --build --user "$$(id -u):$$(id -g)" \
 		-v "$(CURDIR)/core:/app/core:ro" -v "$(CURDIR)/api/migrations:/app/api/migrations" \
 		migrate alembic revision --autogenerate -m "$(MESSAGE)"
 
