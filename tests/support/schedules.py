@@ -8,6 +8,7 @@ effect is one job_count_snapshots row per run.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -37,10 +38,15 @@ class Ticks:
         return {t: c for t, c in self.claims.items() if c[0] != "succeeded"}
 
 
+def ticks_between(since: float, until: float) -> list[int]:
+    """The 5-s ticks t with since <= t < until, as the SQL window below selects them."""
+    first = math.ceil(since / INTERVAL) * INTERVAL
+    return list(range(first, math.ceil(until), INTERVAL))
+
+
 def count(psql: Callable[[str], str], schedule: str, since: float, until: float) -> Ticks:
     """psql: SQL to its unaligned output (Stack.psql, tests.support.stack.psql)."""
-    first = int(since) + (-int(since)) % INTERVAL
-    expected = list(range(first, int(until), INTERVAL))
+    expected = ticks_between(since, until)
     window = f"tick >= to_timestamp({since}) AND tick < to_timestamp({until})"
     claims: dict[int, tuple[str, int]] = {}
     # The tests' own schedule names and numbers: nothing from outside reaches the SQL.
