@@ -28,11 +28,11 @@ def is_password_refused(exc: BaseException) -> bool:
     """PostgreSQL refused the password (and not the database, the host or the role's rights)."""
     if getattr(exc, "sqlstate", None) == INVALID_PASSWORD:
         return True
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
     # libpq reports a failed connection with no SQLSTATE (psycopg 3 gives sqlstate None): only
-    # the server's message says why. English unless the server's lc_messages says otherwise.
-    return isinstance(exc, psycopg.OperationalError) and "password authentication failed" in str(
-        exc
-    )
+    # the server's message says why, in English unless the server's lc_messages says otherwise.
+    return "password authentication failed" in str(exc)
 
 
 class PasswordList:
