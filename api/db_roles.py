@@ -23,6 +23,9 @@ MIGRATION_TABLE = "alembic_version"
 def ensure_app_role(connection: Connection[object], role: str, password: str) -> None:
     """Create or update `role` with exactly the rights the app needs, in the connected database
     (whose owner, the connected user, also owns every table migrations create)."""
+    if "\n" in password:
+        # A rotation's two-line file (api/migrate.py refuses it with the fix): never one password.
+        raise ValueError("the app role's password has a newline: one password, one line")
     name = sql.Identifier(role)
     statements: list[SQL | Composed] = [
         sql.SQL(

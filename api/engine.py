@@ -20,6 +20,7 @@ from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from core.db_passwords import try_each_password
 from core.settings import Settings
 
 # A connection back in the pool for less than this is handed out again without a ping. Under
@@ -73,4 +74,5 @@ def make_async_engine(settings: Settings) -> AsyncEngine:
     if settings.db_pool_mode == "pooled":  # a per-request connection is new: nothing to check
         event.listen(engine.sync_engine, "checkout", _ping_on_checkout)
         event.listen(engine.sync_engine, "checkin", _note_checkin)
+    try_each_password(engine.sync_engine, settings.postgres_passwords)
     return engine

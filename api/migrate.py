@@ -112,7 +112,24 @@ def upgrade(settings: Settings, config: Config) -> None:
             time.sleep(pause)
 
 
+def app_role_password(settings: Settings) -> str:
+    """POSTGRES_APP_PASSWORD, the one password to give the app role. Two lines (the current
+    password and the new one) are what an interrupted rotation leaves (deploy/rotate-lib.sh):
+    refused, since a role has one password and none may hold a newline."""
+    password = settings.postgres_app_password.get_secret_value()
+    if "\n" in password:
+        raise SystemExit(
+            "POSTGRES_APP_PASSWORD has several lines: a `make rotate-secret "
+            "NAME=postgres_app_password` was interrupted (the file holds the current password and "
+            "the new one) and nothing was migrated. Finish it: run `make rotate-secret "
+            "NAME=postgres_app_password` again (`make deploy-rotate-secret` on a server make "
+            "deploy manages)"
+        )
+    return password
+
+
 def provision_app_role(settings: Settings) -> None:
+    password = app_role_password(settings)
     if settings.postgres_app_user == settings.postgres_user:
         # Running the app as the owner is what this module exists to end: say it, loudly.
         raise SystemExit(
@@ -122,11 +139,7 @@ def provision_app_role(settings: Settings) -> None:
     with psycopg.connect(settings.libpq_url, autocommit=True) as connection:
         connection.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_ID,))
         try:
-            ensure_app_role(
-                connection,
-                settings.postgres_app_user,
-                settings.postgres_app_password.get_secret_value(),
-            )
+            ensure_app_role(connection, settings.postgres_app_user, password)
         finally:
             connection.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_ID,))
     log.info("app role ready", extra={"role": settings.postgres_app_user})
@@ -136,6 +149,7 @@ def main() -> None:
     settings = get_settings()
     settings.require_secrets("postgres_password", "postgres_app_password")
     configure_logging(settings.log_level)
+    app_role_password(settings)  # refused before the upgrade, so a refusal changes nothing
     upgrade(settings, Config("alembic.ini"))
     provision_app_role(settings)
 

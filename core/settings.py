@@ -120,6 +120,11 @@ class SecretFilesSource(PydanticBaseSettingsSource):
         return values
 
 
+def _lines(secret: SecretStr) -> list[str]:
+    """A password file's lines: one password each (a rotation's file has two)."""
+    return secret.get_secret_value().split("\n")
+
+
 def _is_host_name(name: str) -> bool:
     """A DNS name such as `proxy` or `tasks.proxy`: no wildcard, no address, no network."""
     labels = name.split(".")
@@ -183,6 +188,8 @@ class Settings(BaseSettings):
     postgres_port: int = 5432
     # The role a process connects as: compose gives the api and the worker the app role below.
     postgres_user: str = "app"
+    # One password a line: during make rotate-secret NAME=postgres_app_password the api and the
+    # worker get the current and the new one, and try each (core/db_passwords.py).
     postgres_password: SecretStr = SecretStr(DEV_POSTGRES_PASSWORD)
     postgres_db: str = "app"
     # The least-privileged role the api and the worker connect as. Only the migrate process uses
@@ -392,6 +399,8 @@ class Settings(BaseSettings):
             parse_keys(self.jwt_secret.get_secret_value())
         except ValueError as exc:
             problems.append(f"JWT_SECRET: {exc} (core/jwt_keys.py)")
+        if "" in self.postgres_passwords:
+            problems.append("POSTGRES_PASSWORD has an empty line: write one password a line")
         if self.gunicorn_drain_seconds >= self.gunicorn_graceful_timeout:
             problems.append(
                 "GUNICORN_DRAIN_SECONDS must be below GUNICORN_GRACEFUL_TIMEOUT, "
@@ -467,14 +476,18 @@ class Settings(BaseSettings):
             "POSTGRES_APP_PASSWORD": self.postgres_app_password,
             "REDIS_PASSWORD": self.redis_password,
         }
-        problems += [
-            f"{variable} is a development default ('app' or 'app_rw'): set {variable}_FILE "
-            "to a file holding a new one (openssl rand -hex 24)"
-            for variable, password in passwords.items()
-            if variable.lower() in given
-            and password is not None
-            and password.get_secret_value() in DEV_PASSWORDS
-        ]
+        for variable, password in passwords.items():
+            if variable.lower() not in given or password is None:
+                continue
+            lines = _lines(password)
+            # A file of several lines (a rotation's) names which of its lines is weak.
+            for number, line in enumerate(lines, start=1):
+                name = variable if len(lines) == 1 else f"{variable}'s line {number}"
+                if line in DEV_PASSWORDS:
+                    problems.append(
+                        f"{name} is a development default ('app' or 'app_rw'): set "
+                        f"{variable}_FILE to a file holding a new one (openssl rand -hex 24)"
+                    )
         return problems
 
     def require_secrets(self, *fields: str) -> None:
@@ -515,10 +528,16 @@ class Settings(BaseSettings):
         """REDIS_URL as it was before REDIS_PASSWORD: with the password in it."""
         return bool(urlsplit(self.redis_url.get_secret_value()).password)
 
+    @property
+    def postgres_passwords(self) -> list[str]:
+        """POSTGRES_PASSWORD's lines: the one to connect with first, then the others to try if
+        PostgreSQL refuses it (core/db_passwords.py)."""
+        return _lines(self.postgres_password)
+
     def _postgres_url(self, driver: str | None) -> str:
         scheme = "postgresql" if driver is None else f"postgresql+{driver}"
         user = quote(self.postgres_user, safe="")
-        password = quote(self.postgres_password.get_secret_value(), safe="")
+        password = quote(self.postgres_passwords[0], safe="")
         return (
             f"{scheme}://{user}:{password}@{self.postgres_host}:{self.postgres_port}"
             f"/{self.postgres_db}"

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.pool import NullPool
 
+from core.db_passwords import try_each_password
 from core.settings import Settings
 
 
@@ -45,4 +46,6 @@ def make_sync_engine(
         if pooled
         else {"poolclass": NullPool}
     )
-    return create_engine(settings.database_url_sync, **pool, connect_args=connect_args)
+    engine = create_engine(settings.database_url_sync, **pool, connect_args=connect_args)
+    try_each_password(engine, settings.postgres_passwords)
+    return engine

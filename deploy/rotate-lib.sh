@@ -130,19 +130,26 @@ rotate_jwt_secret() { # FILE
   roll jwt_secret
 }
 
-# ---- postgres_app_password: the migrate step sets the app role's password from its file at every
-# run (api/db_roles.py): ALTER ROLE, so open connections stay valid and new ones need the new one.
+# ---- postgres_app_password: a role has one password, so the clients hold two while it changes
+# (core/db_passwords.py tries each line of the file in turn). The migrate step then sets the new
+# one (ALTER ROLE, api/db_roles.py). A two-line file is an interrupted run: the role has line 1.
 
 rotate_postgres_app_password() { # FILE
-  local file=$1 previous
-  previous=$(<"$file")
-  new_secret | replace_file "$file"
+  local file=$1 current new
+  IFS= read -r current <"$file" || true # its last line may have no newline
+  new=$(new_secret)
+  # 1: new containers connect with the current password and fall back to the new one.
+  printf '%s\n%s' "$current" "$new" | replace_file "$file"
+  echo "rotate-secret: the api and the worker take the current and the new password" >&2
+  roll postgres_app_password
+  # 2: the role's password changes. Every running container knows both (the old ones are gone),
+  # so its next new connection is refused once, then uses the new one.
+  printf %s "$new" | replace_file "$file"
   if ! stack run --rm migrate; then
-    printf %s "$previous" | replace_file "$file"
-    echo "rotate-secret: the migrate step failed; the previous password is kept" >&2
+    printf %s "$current" | replace_file "$file"
+    echo "rotate-secret: the migrate step failed; the role keeps the current password, the file too" >&2
     return 1
   fi
-  roll postgres_app_password
 }
 
 # ---- redis_password: Redis ACLs hold both passwords while the clients move over. Redis reads its

@@ -110,3 +110,28 @@ def test_migrate_refuses_to_make_the_owner_the_app_role(stack):
     )
     assert proc.returncode != 0
     assert "POSTGRES_APP_USER" in proc.stderr and "must differ from POSTGRES_USER" in proc.stderr
+
+
+def test_migrate_refuses_an_interrupted_rotations_two_passwords_and_changes_nothing(old_database):
+    database, role = old_database
+    _migrate(
+        "python", "-m", "api.migrate",
+        POSTGRES_DB=database, POSTGRES_APP_USER=role, POSTGRES_APP_PASSWORD="first-password",
+    )  # fmt: skip
+    proc = subprocess.run(
+        ["python", "-m", "api.migrate"],
+        capture_output=True,
+        text=True,
+        env={
+            **os.environ,
+            "POSTGRES_DB": database,
+            "POSTGRES_APP_USER": role,
+            "POSTGRES_APP_PASSWORD": "first-password\nsecond-password",
+        },
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "POSTGRES_APP_PASSWORD has several lines" in proc.stderr
+    assert "make rotate-secret NAME=postgres_app_password" in proc.stderr
+    with _as_role(database, role, "first-password") as app:
+        assert app.execute("SELECT count(*) FROM items").fetchone() == (1,)

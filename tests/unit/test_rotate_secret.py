@@ -77,6 +77,62 @@ def test_a_key_of_several_lines_that_is_no_keyring_is_refused(tmp_path):
     assert file.read_text() == "line one\nline two\n"
 
 
+# The stack as the postgres rotation sees it: a copy of the file at the roll and at the migrate
+# step, which exits with $MIGRATE.
+POSTGRES_STAND_INS = f"""
+source {LIB}
+stack() {{ [[ $* == "run --rm migrate" ]] && cp "$FILE" "$FILE.migrate" && return "$MIGRATE"; }}
+roll() {{ [[ $1 == postgres_app_password ]] && cp "$FILE" "$FILE.roll"; }}
+FILE=$1 MIGRATE=${{2:-0}}
+rotate_postgres_app_password "$FILE"
+"""
+
+
+def rotate_postgres(file: Path, migrate: int = 0) -> subprocess.CompletedProcess[str]:
+    return bash(POSTGRES_STAND_INS, str(file), str(migrate))
+
+
+def _passwords(path: Path) -> list[str]:
+    """The lines as core/settings.py reads them: one final newline is not part of the secret."""
+    return path.read_text().removesuffix("\n").split("\n")
+
+
+def test_the_containers_know_both_passwords_before_the_role_changes_then_only_the_new(tmp_path):
+    file = tmp_path / "postgres_app_password"
+    file.write_text("the-current-password\n")
+    file.chmod(0o444)
+    proc = rotate_postgres(file)
+    assert proc.returncode == 0, proc.stderr
+    current, new = _passwords(Path(f"{file}.roll"))
+    assert current == "the-current-password"
+    assert len(new) == 64
+    # The migrate step sets the role's password from a file of one line: the new one.
+    assert _passwords(Path(f"{file}.migrate")) == [new]
+    assert file.read_text() == new
+    assert file.stat().st_mode & 0o777 == 0o444
+
+
+def test_an_interrupted_rotation_starts_again_from_the_first_line(tmp_path):
+    file = tmp_path / "postgres_app_password"
+    file.write_text("the-current-password\nan-interrupted-runs-new-one")
+    proc = rotate_postgres(file)
+    assert proc.returncode == 0, proc.stderr
+    current, new = _passwords(Path(f"{file}.roll"))
+    assert current == "the-current-password"
+    assert new not in ("the-current-password", "an-interrupted-runs-new-one")
+    assert file.read_text() == new
+
+
+def test_a_failed_migrate_step_puts_the_current_password_back_alone(tmp_path):
+    file = tmp_path / "postgres_app_password"
+    file.write_text("the-current-password")
+    proc = rotate_postgres(file, migrate=1)
+    assert proc.returncode == 1
+    assert "the migrate step failed" in proc.stderr
+    assert file.read_text() == "the-current-password"
+    assert file.stat().st_mode & 0o777 == 0o444
+
+
 @pytest.mark.parametrize(
     ("answers", "ok"),
     [("OK\nOK\n", True), ("OK\nWRONGPASS invalid username-password pair\n", False)],

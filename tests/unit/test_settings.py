@@ -196,6 +196,30 @@ def test_the_app_role_is_not_what_a_process_connects_as(monkeypatch):
     assert Settings().database_url == "postgresql+asyncpg://app:app@localhost:5432/app"
 
 
+def test_a_password_file_of_several_lines_is_one_password_a_line_the_urls_carry_the_first(
+    monkeypatch, tmp_path
+):
+    """A rotation's file (deploy/rotate-lib.sh): the current password, then the new one."""
+    monkeypatch.setenv("POSTGRES_PASSWORD_FILE", str(_secret_file(tmp_path, "current\nnew\n")))
+    settings = Settings()
+    assert settings.postgres_passwords == ["current", "new"]
+    assert settings.database_url == "postgresql+asyncpg://app:current@localhost:5432/app"
+    assert settings.database_url_sync == "postgresql+psycopg://app:current@localhost:5432/app"
+    assert settings.libpq_url == "postgresql://app:current@localhost:5432/app"
+
+
+def test_one_password_is_one_line(monkeypatch):
+    monkeypatch.setenv("POSTGRES_PASSWORD", "p@ss w:rd")
+    assert Settings().postgres_passwords == ["p@ss w:rd"]
+
+
+@pytest.mark.parametrize("password", ["current\n\nnew", "\nnew", "current\n"])
+def test_a_password_file_with_an_empty_line_is_refused(monkeypatch, password):
+    monkeypatch.setenv("POSTGRES_PASSWORD", password)
+    with pytest.raises(ValidationError, match="POSTGRES_PASSWORD has an empty line"):
+        Settings()
+
+
 def test_broker_is_the_next_redis_database(monkeypatch):
     monkeypatch.setenv("REDIS_URL", "redis://redis:6379/0")
     assert Settings().broker_url == "redis://redis:6379/1"
@@ -462,6 +486,15 @@ def test_production_accepts_secrets_from_files(production, monkeypatch, tmp_path
         ({"POSTGRES_APP_PASSWORD": "app"}, "POSTGRES_APP_PASSWORD is a development default"),
         ({"POSTGRES_APP_PASSWORD": "app_rw"}, "POSTGRES_APP_PASSWORD is a development default"),
         ({"REDIS_PASSWORD": "app"}, "REDIS_PASSWORD is a development default"),
+        # A rotation's file of two lines names the weak one.
+        (
+            {"POSTGRES_PASSWORD": "a-strong-database-password\napp_rw"},
+            "POSTGRES_PASSWORD's line 2 is a development default",
+        ),
+        (
+            {"POSTGRES_PASSWORD": "app\na-strong-database-password"},
+            "POSTGRES_PASSWORD's line 1 is a development default",
+        ),
         ({"REDIS_PASSWORD": "app_rw"}, "REDIS_PASSWORD is a development default"),
         (
             {"REDIS_PASSWORD": None, "REDIS_URL": "redis://:pw-in-url@redis:6379/0"},
@@ -477,6 +510,11 @@ def test_production_refuses_each_weak_setting_by_name(production, monkeypatch, v
     assert len(problems) == 1, problems
     if "FORWARDED_ALLOW_IPS" not in expected:
         assert "openssl rand" in problems[0], "says how to fix it"
+
+
+def test_production_accepts_a_rotations_two_strong_passwords(production, monkeypatch):
+    monkeypatch.setenv("POSTGRES_PASSWORD", "a-strong-database-password\nanother-strong-one")
+    assert Settings().postgres_passwords == ["a-strong-database-password", "another-strong-one"]
 
 
 def test_production_refuses_any_origin_with_credentials_naming_the_settings(

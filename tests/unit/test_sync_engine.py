@@ -8,6 +8,7 @@ from psycopg.conninfo import conninfo_to_dict
 from sqlalchemy import event
 from sqlalchemy.pool import NullPool, QueuePool
 
+from api.engine import make_async_engine
 from core.settings import Settings
 from core.sync_engine import make_sync_engine
 
@@ -64,3 +65,12 @@ def test_a_plain_engine_adds_nothing_and_a_pooled_one_keeps_one_pinged_connectio
     assert isinstance(pooled.pool, QueuePool)
     assert pooled.pool.size() == 1
     assert pooled.pool._pre_ping
+
+
+@pytest.mark.parametrize(("password", "listeners"), [("one", 0), ("current\nnew", 1)])
+def test_only_several_passwords_install_the_listener_that_tries_each(password, listeners):
+    """One password, the normal case: nothing runs at a connect but SQLAlchemy's own."""
+    settings = Settings(postgres_password=password)
+    assert len(make_sync_engine(settings).dialect.dispatch.do_connect) == listeners
+    engine = make_async_engine(settings).sync_engine
+    assert len(engine.dialect.dispatch.do_connect) == listeners

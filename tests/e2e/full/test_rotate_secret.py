@@ -172,6 +172,7 @@ def test_postgres_app_password_rotates_and_the_old_one_is_refused(production):
 
     new = (secrets / "postgres_app_password").read_text()
     assert new != old
+    assert "\n" not in new, "the file holds two passwords only while the rotation runs"
     assert "password authentication failed" in _psql_as_app(stack, old)
     assert _psql_as_app(stack, new) == "1"
 
