@@ -35,12 +35,14 @@ class JobQueue:
                 self._client = make_celery(self._settings)
             return self._client
 
-    def send(self, job_id: str) -> None:
-        """Blocking (the broker's socket): call it from a thread."""
+    def send(self, job_id: str, traceparent: str | None = None) -> None:
+        """Blocking (the broker's socket): call it from a thread. traceparent: the job's trace,
+        for a request not kept, whose suppressed Celery instrumentation would not send it."""
         from kombu.exceptions import OperationalError
 
+        headers = {"traceparent": traceparent} if traceparent else None
         try:
-            self.client.send_task(RUN_JOB_TASK, args=[job_id])
+            self.client.send_task(RUN_JOB_TASK, args=[job_id], headers=headers)
         except (OperationalError, OSError) as exc:
             raise JobQueueUnavailable(repr(exc)) from exc
 

@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.tracing = tracing_on(settings)
     app.trust_traceparent = settings.tracing_trust_traceparent
+    app.sample_ratio = settings.tracing_sample_ratio
     app.state.settings = settings
     # A 503 for a database outage and a 500 for anything else are answered by
     # RequestContextMiddleware, so both carry the request id (api/errors.py).

@@ -28,8 +28,11 @@ def tracing_on(settings: Settings) -> bool:
     return settings.otel_exporter_otlp_endpoint is not None
 
 
-def start_tracing(settings: Settings, service: str) -> TracerProvider | None:
-    """The process's provider, made on the first call (None while tracing is off)."""
+def start_tracing(
+    settings: Settings, service: str, new_trace_ratio: float | None = None
+) -> TracerProvider | None:
+    """The process's provider, made on the first call (None while tracing is off). A new trace is
+    kept with new_trace_ratio (None: TRACING_SAMPLE_RATIO), a continued one as its parent was."""
     global _provider
     if not tracing_on(settings):
         return None
@@ -49,7 +52,8 @@ def start_tracing(settings: Settings, service: str) -> TracerProvider | None:
             "deployment.environment.name": settings.environment,
         }
     )
-    provider = TracerProvider(resource=resource, sampler=sampler(settings.tracing_sample_ratio))
+    ratio = settings.tracing_sample_ratio if new_trace_ratio is None else new_trace_ratio
+    provider = TracerProvider(resource=resource, sampler=sampler(ratio))
     exporter = OTLPSpanExporter(
         endpoint=settings.otel_exporter_otlp_endpoint.rstrip("/") + "/v1/traces",
         headers=settings.otlp_headers or {},

@@ -47,7 +47,7 @@ async def submit_job(
     await db.commit()  # before sending: the worker must find the row
     await db.refresh(job)
     try:
-        await run_in_threadpool(job_queue.send, str(job.id))
+        await run_in_threadpool(job_queue.send, str(job.id), job.traceparent)
     except JobQueueUnavailable as exc:
         log.error("job queue unavailable", extra={"job_id": str(job.id), "error": str(exc)})
         await db.delete(job)

@@ -155,6 +155,44 @@ def test_a_traceparent_is_continued_only_where_trusted(receiver):
     assert [s.parent_span_id for _, s in received.spans] == [b""]
 
 
+def test_a_request_not_kept_makes_no_span_but_keeps_its_trace_id(receiver):
+    """Decided at the door: the ratio's draw or the caller's sampled flag; a request not kept
+    sends no span (not even its exception's) and still names its trace in its log lines."""
+    address, received = receiver
+    endpoint = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{address}"}
+    not_sampled = TRACEPARENT[:-2] + "00"
+    logs, responses = probe(
+        "/boom",
+        f"/whoami|{not_sampled}",
+        TRACING_SAMPLE_RATIO="0",
+        TRACING_TRUST_TRACEPARENT="true",
+        **endpoint,
+    )
+    assert received.spans == []
+    drawn, told = responses
+    assert drawn["status"] == 500 and drawn["trace_id"] not in (None, PARENT_TRACE)
+    assert told["trace_id"] == PARENT_TRACE
+    lines = [line for line in logs if line.get("request_id") == drawn["request_id"]]
+    assert lines and {line["trace_id"] for line in lines} == {drawn["trace_id"]}
+    # A sampled parent is kept whatever the ratio: the api follows Traefik's decision.
+    probe(
+        f"/whoami|{TRACEPARENT}",
+        TRACING_SAMPLE_RATIO="0",
+        TRACING_TRUST_TRACEPARENT="true",
+        **endpoint,
+    )
+    assert [_hex(s.trace_id) for _, s in received.spans] == [PARENT_TRACE]
+
+
+def test_the_door_keeps_the_ratio_of_new_requests():
+    from api.tracing import not_kept
+
+    kept = sum(not_kept([], 0.25) is None for _ in range(4000))
+    assert 800 < kept < 1200
+    assert not_kept([(b"traceparent", b"garbage")], 0.0) is not None
+    assert not_kept([(b"traceparent", TRACEPARENT.encode())], 0.0) is None
+
+
 def test_an_unhandled_exception_is_reported_tagged_and_scrubbed(receiver):
     address, received = receiver
     dsn = f"http://publickey@{address}/42"
