@@ -22,6 +22,8 @@ SECRETS_PATH=$DEPLOY_PATH/secrets
 # the health-check interval label below, read from the old containers: what Traefik checks with.
 HEALTHCHECK_INTERVAL_LABEL=traefik.http.services.api.loadBalancer.healthCheck.interval
 DRAIN_ROUNDS=3
+# Traefik's providersThrottleDuration (default 2s): the wait before a new configuration applies.
+PROVIDER_THROTTLE_SECONDS=2
 
 compose() {
   docker compose -p "$DEPLOY_PROJECT" --project-directory "$RELEASES/$1" \
@@ -178,6 +180,24 @@ drain_seconds() { # CONTAINER: how long Traefik takes to stop routing to it once
   return 1
 }
 
+unrouted_seconds() { # CONTAINER: how long Docker takes to call it unhealthy once it drains
+  local interval retries
+  read -r interval retries < <(docker inspect \
+    -f '{{with .Config.Healthcheck}}{{.Interval}} {{.Retries}}{{end}}' "$1") || true
+  [[ ${retries:-} =~ ^[0-9]+$ ]] && duration_seconds "$interval" "$((retries + 1))" || echo 20
+}
+
+wait_unrouted() { # CONTAINER...: each unhealthy to Docker (or gone), bounded by its healthcheck
+  local deadline=$((SECONDS + $(unrouted_seconds "$1") + 5)) c
+  for c in "$@"; do
+    until [[ $(health_of "$c" 2>/dev/null || echo gone) =~ ^(unhealthy|exited|dead|gone)$ ]]; do
+      ((SECONDS < deadline)) || { echo "api container ${c:0:12} still healthy to Docker" >&2; break; }
+      sleep 1
+    done
+  done
+  sleep "$PROVIDER_THROTTLE_SECONDS"
+}
+
 containers_of() { # SERVICE: its running containers' ids, sorted
   docker ps -q --filter "label=com.docker.compose.project=$DEPLOY_PROJECT" \
     --filter "label=com.docker.compose.service=$1" | sort
@@ -209,6 +229,10 @@ rollout_api() { # RELEASE: new containers beside the old, traffic moves once the
       echo "api container ${c:0:12} could not drain (a release without api.drain?): stopping it as is" >&2
   done
   sleep "$drain"
+  # A Traefik reload marks drained servers up again; only a container Docker calls unhealthy
+  # leaves its configuration for good, so none is stopped while Traefik may still pick it.
+  # shellcheck disable=SC2086
+  wait_unrouted $old
   # shellcheck disable=SC2086
   docker stop $old >/dev/null && docker rm $old >/dev/null
 }

@@ -37,6 +37,25 @@ def test_an_unusable_interval_label_is_refused(interval):
     assert proc.stdout == ""
 
 
+@pytest.mark.parametrize(
+    ("inspected", "seconds"),
+    [("5s 3", "20"), ("2s 5", "12"), ("", "20"), ("<no value> <no value>", "20")],
+)
+def test_the_wait_for_unhealthy_is_the_healthcheck_retries_plus_one(inspected, seconds):
+    """Docker's healthcheck of the drained container, as `docker inspect` prints it; a container
+    without one gets a fixed bound rather than none."""
+    code = "\n".join(
+        [
+            f"docker() {{ echo '{inspected}'; }}",
+            shell_function("deploy/remote-lib.sh", "duration_seconds"),
+            shell_function("deploy/remote-lib.sh", "unrouted_seconds"),
+            "unrouted_seconds c0ffee",
+        ]
+    )
+    proc = bash(code)
+    assert (proc.returncode, proc.stdout.strip()) == (0, seconds)
+
+
 def test_the_label_read_is_the_one_compose_sets():
     label = re.search(
         r"^HEALTHCHECK_INTERVAL_LABEL=(\S+)$", (ROOT / "deploy/remote-lib.sh").read_text(), re.M
