@@ -34,12 +34,14 @@ from core.tracing import start_tracing, stop_tracing, trace_celery, trace_engine
 
 UNTRACED_PATHS = frozenset({"/health", "/health/routable", "/ready", "/metrics"})
 _CONTEXT_HEADERS = (b"traceparent", b"tracestate", b"baggage")
-_NOT_KEPT = "kit.trace_not_kept"  # the scope's mark for FastAPI's exclude hook
+# FastAPI skips its own telemetry for a scope holding this key (a mounted app's requests):
+# not even its per-request checks (a walk of the middleware stack) run.
+_FASTAPI_TELEMETRY = "fastapi.telemetry"
 _W3C = TraceContextTextMapPropagator()
 
 
 def _untraced(scope: MutableMapping[str, Any]) -> bool:
-    return scope.get("path") in UNTRACED_PATHS or _NOT_KEPT in scope
+    return scope.get("path") in UNTRACED_PATHS
 
 
 def not_kept(headers: list[tuple[bytes, bytes]], ratio: float) -> NonRecordingSpan | None:
@@ -92,20 +94,27 @@ class KitFastAPI(FastAPI):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.tracing and scope["type"] == "http":
             if scope["path"] in UNTRACED_PATHS:
-                with suppress_instrumentation():
-                    await super().__call__(scope, receive, send)
+                await self._uninstrumented(scope, receive, send, None)
                 return
             headers: list[tuple[bytes, bytes]] = scope["headers"]
             if not self.trust_traceparent and any(n in _CONTEXT_HEADERS for n, _ in headers):
                 scope["headers"] = [(n, v) for n, v in headers if n not in _CONTEXT_HEADERS]
             span = not_kept(scope["headers"], self.sample_ratio)
             if span is not None:
-                scope[_NOT_KEPT] = True
-                token = otel_context.attach(trace.set_span_in_context(span))
-                try:
-                    with suppress_instrumentation():
-                        await super().__call__(scope, receive, send)
-                finally:
-                    otel_context.detach(token)
+                await self._uninstrumented(scope, receive, send, span)
                 return
         await super().__call__(scope, receive, send)
+
+    async def _uninstrumented(
+        self, scope: Scope, receive: Receive, send: Send, span: NonRecordingSpan | None
+    ) -> None:
+        """No span of FastAPI's and every instrumentation suppressed, under `span` if given."""
+        scope[_FASTAPI_TELEMETRY] = None
+        token = None if span is None else otel_context.attach(trace.set_span_in_context(span))
+        try:
+            with suppress_instrumentation():
+                await super().__call__(scope, receive, send)
+        finally:
+            scope.pop(_FASTAPI_TELEMETRY, None)
+            if token is not None:
+                otel_context.detach(token)
