@@ -15,6 +15,7 @@ records nothing but carries its trace id into its log lines and its jobs, which 
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -23,7 +24,7 @@ from fastapi.telemetry import TelemetryConfig
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.instrumentation.utils import suppress_instrumentation
-from opentelemetry.trace import NonRecordingSpan, SpanContext
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import Receive, Scope, Send
@@ -38,10 +39,25 @@ _CONTEXT_HEADERS = (b"traceparent", b"tracestate", b"baggage")
 # not even its per-request checks (a walk of the middleware stack) run.
 _FASTAPI_TELEMETRY = "fastapi.telemetry"
 _W3C = TraceContextTextMapPropagator()
+_TRACEPARENT_00 = re.compile(rb"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+# Every instrumentation off, made once: a not-kept request attaches it (with its span) in one step.
+with suppress_instrumentation():
+    _SUPPRESSED = otel_context.get_current()
 
 
 def _untraced(scope: MutableMapping[str, Any]) -> bool:
     return scope.get("path") in UNTRACED_PATHS
+
+
+def _parent(value: bytes) -> SpanContext:
+    """The caller's span from its traceparent: the common form read directly (the propagator
+    costs a not-kept request more than the rest of its tracing), any other by the propagator."""
+    match = _TRACEPARENT_00.fullmatch(value)
+    if match is None:
+        carrier = {"traceparent": value.decode("latin-1")}
+        return trace.get_current_span(_W3C.extract(carrier)).get_span_context()
+    trace_id, span_id, flags = (int(g, 16) for g in match.groups())
+    return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags))
 
 
 def not_kept(headers: list[tuple[bytes, bytes]], ratio: float) -> NonRecordingSpan | None:
@@ -49,8 +65,7 @@ def not_kept(headers: list[tuple[bytes, bytes]], ratio: float) -> NonRecordingSp
     traceparent said not to keep it, else a new trace, not kept (the ratio's draw lost)."""
     for name, value in headers:
         if name == b"traceparent":
-            carrier = {"traceparent": value.decode("latin-1")}
-            parent = trace.get_current_span(_W3C.extract(carrier)).get_span_context()
+            parent = _parent(value)
             if parent.is_valid:
                 return None if parent.trace_flags.sampled else NonRecordingSpan(parent)
     # A draw and ids as the SDK's own sampler and id generator make them: no secret in either.
@@ -110,11 +125,10 @@ class KitFastAPI(FastAPI):
     ) -> None:
         """No span of FastAPI's and every instrumentation suppressed, under `span` if given."""
         scope[_FASTAPI_TELEMETRY] = None
-        token = None if span is None else otel_context.attach(trace.set_span_in_context(span))
+        quiet = _SUPPRESSED if span is None else trace.set_span_in_context(span, _SUPPRESSED)
+        token = otel_context.attach(quiet)
         try:
-            with suppress_instrumentation():
-                await super().__call__(scope, receive, send)
+            await super().__call__(scope, receive, send)
         finally:
             scope.pop(_FASTAPI_TELEMETRY, None)
-            if token is not None:
-                otel_context.detach(token)
+            otel_context.detach(token)

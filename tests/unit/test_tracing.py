@@ -193,6 +193,41 @@ def test_the_door_keeps_the_ratio_of_new_requests():
     assert not_kept([(b"traceparent", TRACEPARENT.encode())], 0.0) is None
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        TRACEPARENT,
+        TRACEPARENT[:-2] + "00",
+        TRACEPARENT[:-2] + "03",  # a flag beyond sampled
+        TRACEPARENT.upper(),  # not W3C: hex is lower case
+        "01" + TRACEPARENT[2:] + "-later",  # a later version, with a field of its own
+        "00-" + "0" * 32 + TRACEPARENT[35:],  # an all-zero trace id: invalid
+        "00-" + PARENT_TRACE + "-" + "0" * 16 + "-01",  # an all-zero span id: invalid
+        TRACEPARENT + "-extra",  # version 00 has no more fields
+        "ff" + TRACEPARENT[2:],  # a forbidden version
+        "00-" + PARENT_TRACE[:-1] + "_-" + PARENT_SPAN + "-01",  # int() would accept "_"
+    ],
+)
+def test_the_door_reads_a_traceparent_as_the_propagator_does(value):
+    """The door reads the common form itself, for speed; the result must be the propagator's."""
+    from opentelemetry import trace
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    from api.tracing import _parent
+
+    extracted = TraceContextTextMapPropagator().extract({"traceparent": value})
+    expected = trace.get_current_span(extracted).get_span_context()
+    got = _parent(value.encode())
+    assert got.is_valid == expected.is_valid
+    if got.is_valid:
+        assert (got.trace_id, got.span_id, got.trace_flags, got.is_remote) == (
+            expected.trace_id,
+            expected.span_id,
+            expected.trace_flags,
+            True,
+        )
+
+
 def test_an_unhandled_exception_is_reported_tagged_and_scrubbed(receiver):
     address, received = receiver
     dsn = f"http://publickey@{address}/42"
