@@ -27,6 +27,7 @@ from api.tracing import start as start_tracing
 from api.tracing import stop as stop_tracing
 from core.logs import configure_logging
 from core.settings import Settings, get_settings
+from core.startup_gc import freeze_startup_objects
 from core.tracing import tracing_on
 
 
@@ -58,6 +59,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     # A client only: it sends jobs and never loads the worker's task code; made on first use.
     app.state.job_queue = JobQueue(settings)
+    freeze_startup_objects()
     try:
         yield
     finally:
