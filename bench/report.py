@@ -6,7 +6,7 @@ from __future__ import annotations
 from bench import figures
 from bench.config import BASE_IMAGE, IDLE_SECONDS, JOB_COST, JOBS
 from bench.phases.scaling import Scaling
-from bench.phases.tracing import Traced, TracingCost
+from bench.phases.tracing import DEFAULT_RATIO_GOAL, Traced, TracingCost, median_cpu
 from bench.phases.tuning import Tuning
 from bench.results import Compared, Results, Row
 
@@ -237,25 +237,32 @@ def _cpu(us: float | None) -> str:
 
 
 def tracing(t: TracingCost) -> list[str]:
-    def row(name: str, traced: Traced) -> str:
+    def row(name: str, rounds: tuple[Traced, ...]) -> str:
+        cached = figures.spread([x.cached.rps for x in rounds])
+        page = figures.spread([x.page.rps for x in rounds])
+        jobs = figures.spread([x.jobs_per_second for x in rounds])
+        cached_cpu = _cpu(median_cpu([x.cached_api_cpu_us for x in rounds]))
+        page_cpu = _cpu(median_cpu([x.page_api_cpu_us for x in rounds]))
         return (
-            f"| {name} | {traced.cached.rps} | {_cpu(traced.cached_api_cpu_us)} "
-            f"| {t.cached_rps_of_off(traced)} | {traced.page.rps} "
-            f"| {_cpu(traced.page_api_cpu_us)} | {traced.jobs_per_second} |"
+            f"| {name} | {cached.show(0)} | {cached_cpu} | {t.cached_of_off(rounds).show()} "
+            f"| {page.show(0)} | {page_cpu} | {jobs.show(2)} |"
         )
 
     return [
         "## Tracing",
         "",
         "OpenTelemetry in the api and the worker (docs/observability.md, Traces), spans to the "
-        "profile's Jaeger; the api direct, one run each, the settings next to each other: "
-        "indicative. CPU is the api container's per request.",
+        f"profile's Jaeger; the api direct, {len(t.off)} rounds, the settings in rotating order: "
+        "medians (range). CPU is the api container's per request, median.",
         "",
         "| tracing | cached item req/s | CPU | of off | page req/s | CPU | jobs/s |",
         "|---|---:|---:|---:|---:|---:|---:|",
         row("off (no endpoint: the default)", t.off),
         row(f"TRACING_SAMPLE_RATIO={t.default_ratio} (default ratio)", t.default),
         row("TRACING_SAMPLE_RATIO=1 (every trace)", t.every),
+        "",
+        f"Goal: the default ratio keeps at least {DEFAULT_RATIO_GOAL} of off's cached item "
+        f"throughput: {t.default_verdict()}.",
         "",
     ]
 

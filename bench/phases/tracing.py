@@ -1,28 +1,32 @@
 """The tracing rows: what OpenTelemetry costs the api (the cached read and a database read, with
 the api container's CPU per request) and the worker (jobs per second), tracing off, at the default
-TRACING_SAMPLE_RATIO and at 1 (every trace kept), spans sent to the profile's Jaeger. One run each,
-the settings measured next to each other: indicative, as the tuning rows. Importing this module
-starts nothing."""
+TRACING_SAMPLE_RATIO and at 1 (every trace kept), spans sent to the profile's Jaeger. BENCH_ROUNDS
+rounds, the three settings in an order that rotates each round, so the default's share of off is
+a ratio of figures measured next to each other, with its spread. Importing this module starts
+nothing."""
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 
 from bench import figures
-from bench.config import WARMUP_SECONDS, log
+from bench.config import ROUNDS, WARMUP_SECONDS, log
 from bench.containers import cpu_counter_files
-from bench.figures import Wrk
+from bench.figures import Ratio, Wrk
 from bench.phases.requests import Seeded
 from bench.stack import BenchStack
 from bench.wrk import wrk
 from core.settings import Settings
 
 JAEGER = "http://jaeger:4318"
+# The most the default ratio may cost the cached read: its throughput at least this share of off.
+DEFAULT_RATIO_GOAL = 0.9
 
 
 @dataclass(frozen=True)
 class Traced:
-    """One setting's rows: cached item, a page from the database, jobs per second."""
+    """One setting's rows in one round: cached item, a page from the database, jobs per second."""
 
     sample_ratio: float | None  # None: tracing off
     cached: Wrk
@@ -34,13 +38,23 @@ class Traced:
 
 @dataclass(frozen=True)
 class TracingCost:
-    default_ratio: float
-    off: Traced
-    default: Traced
-    every: Traced  # TRACING_SAMPLE_RATIO=1
+    """Each setting's rounds, in round order."""
 
-    def cached_rps_of_off(self, traced: Traced) -> float:
-        return round(traced.cached.rps / self.off.cached.rps, 2)
+    default_ratio: float
+    off: tuple[Traced, ...]
+    default: tuple[Traced, ...]
+    every: tuple[Traced, ...]  # TRACING_SAMPLE_RATIO=1
+
+    def cached_of_off(self, rounds: tuple[Traced, ...]) -> Ratio:
+        return figures.ratio([t.cached.rps for t in rounds], [t.cached.rps for t in self.off])
+
+    def default_verdict(self) -> str:
+        return figures.goal_verdict(self.cached_of_off(self.default), DEFAULT_RATIO_GOAL)
+
+
+def median_cpu(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(statistics.median(known), 1) if known else None
 
 
 def _with_api_cpu(stack: BenchStack, url: str) -> tuple[Wrk, float | None]:
@@ -53,13 +67,12 @@ def _with_api_cpu(stack: BenchStack, url: str) -> tuple[Wrk, float | None]:
     return w, round((after - before) / w.requests, 1)
 
 
-def _setting(stack: BenchStack, seeded: Seeded, ratio: float | None) -> Traced:
+def _setting(stack: BenchStack, seeded: Seeded, ratio: float | None, label: str) -> Traced:
     # Both values always given, so neither comes from the shell or a .env.
     env = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": "" if ratio is None else JAEGER,
         "TRACING_SAMPLE_RATIO": "" if ratio is None else str(ratio),
     }
-    log(f"tracing: {'off' if ratio is None else f'ratio {ratio}'}")
     stack.recreate("api", **env)
     stack.recreate("worker", **env)
     item = f"{stack.api_url()}/items/{seeded.first_id}"
@@ -69,21 +82,31 @@ def _setting(stack: BenchStack, seeded: Seeded, ratio: float | None) -> Traced:
     cached, cached_cpu = _with_api_cpu(stack, item)
     paged, page_cpu = _with_api_cpu(stack, page)
     jobs = stack.submit_jobs(stack.api_url(), seeded.token)
+    log(
+        f"tracing {label}: cached {cached.rps} req/s, {cached_cpu} µs CPU/request; "
+        f"page {paged.rps} req/s; {jobs} jobs/s"
+    )
     return Traced(ratio, cached, cached_cpu, paged, page_cpu, jobs)
 
 
-def tracing_rows(stack: BenchStack, seeded: Seeded) -> TracingCost:
+def tracing_rows(stack: BenchStack, seeded: Seeded, rounds: int = ROUNDS) -> TracingCost:
     # Jaeger alone of the profile: the spans' receiver, as in production.
     stack.compose("up", "-d", "--wait", "--no-deps", "jaeger", JAEGER_PORT="56787")
     default = float(Settings.model_fields["tracing_sample_ratio"].default)
-    rows = TracingCost(
-        default_ratio=default,
-        off=_setting(stack, seeded, None),
-        default=_setting(stack, seeded, default),
-        every=_setting(stack, seeded, 1.0),
-    )
+    settings: tuple[float | None, ...] = (None, default, 1.0)
+    measured: dict[float | None, list[Traced]] = {s: [] for s in settings}
+    for r in range(rounds):
+        for i in range(len(settings)):
+            ratio = settings[(r + i) % len(settings)]
+            label = f"round {r + 1}/{rounds} {'off' if ratio is None else f'ratio {ratio}'}"
+            measured[ratio].append(_setting(stack, seeded, ratio, label))
     off = {"OTEL_EXPORTER_OTLP_ENDPOINT": "", "TRACING_SAMPLE_RATIO": ""}
     stack.recreate("api", **off)
     stack.recreate("worker", **off)
     stack.compose("rm", "-sf", "jaeger")
-    return rows
+    return TracingCost(
+        default_ratio=default,
+        off=tuple(measured[None]),
+        default=tuple(measured[default]),
+        every=tuple(measured[1.0]),
+    )

@@ -417,18 +417,29 @@ def test_report_the_tracing_rows():
         w = f.Wrk(rps=rps, p50_ms=1.0, p99_ms=9.0, requests=int(rps * 8))
         return tracing.Traced(ratio, w, cpu, f.Wrk(rps=500, p50_ms=2.0, p99_ms=9.0), None, jobs)
 
+    # Two rounds: the medians of two figures are their means; "of off" pairs each round.
     cost = tracing.TracingCost(
-        default_ratio=0.1,
-        off=traced(None, 2000, 400.0, 3.5),
-        default=traced(0.1, 1900, 420.0, 3.4),
-        every=traced(1.0, 1500, 560.0, 3.1),
+        default_ratio=0.02,
+        off=(traced(None, 2000, 400.0, 3.5), traced(None, 2200, 380.0, 3.7)),
+        default=(traced(0.02, 1900, 420.0, 3.4), traced(0.02, 2090, 400.0, 3.6)),
+        every=(traced(1.0, 1500, 560.0, 3.1), traced(1.0, 1100, None, 3.3)),
     )
     md = report.markdown(results.Results(**{**made_up.__dict__, "tracing": cost}))
-    assert "| off (no endpoint: the default) | 2000 | 400.0 µs | 1.0 | 500 | - | 3.5 |" in md
-    assert "| TRACING_SAMPLE_RATIO=0.1 (default ratio) | 1900 | 420.0 µs | 0.95 |" in md
-    assert "| TRACING_SAMPLE_RATIO=1 (every trace) | 1500 | 560.0 µs | 0.75 |" in md
+    assert "the api direct, 2 rounds" in md
+    assert (
+        "| off (no endpoint: the default) | 2100 (2000..2200) | 390.0 µs | 1.00 (1.00..1.00) "
+        "| 500 (500..500) | - | 3.60 (3.50..3.70) |" in md
+    )
+    default = "| TRACING_SAMPLE_RATIO=0.02 (default ratio) | 1995 (1900..2090) | 410.0 µs |"
+    assert default + " 0.95 (0.95..0.95) |" in md
+    # A round without a CPU counter is left out of the median, not counted as 0.
+    every = "| TRACING_SAMPLE_RATIO=1 (every trace) | 1300 (1100..1500) | 560.0 µs |"
+    assert every + " 0.62 (0.50..0.75) |" in md
+    assert "keeps at least 0.9 of off's cached item throughput: met." in md
+    slow = dataclasses.replace(cost, default=cost.every)
+    assert "NOT MET" in report.markdown(results.Results(**{**made_up.__dict__, "tracing": slow}))
     data = results.as_json(results.Results(**{**made_up.__dict__, "tracing": cost}))
-    assert data["tracing"]["every"]["jobs_per_second"] == 3.1
+    assert [r["jobs_per_second"] for r in data["tracing"]["every"]] == [3.1, 3.3]
 
 
 def test_the_machine_line_says_where_the_proxy_rows_went():
