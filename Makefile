@@ -129,6 +129,10 @@ bench-compare: ## Two api builds or settings, alternating on one stack: A=<tag> 
 	$(NEEDS_WRK)
 	uv run --frozen python -m bench.compare
 
+.PHONY: bench-instructions
+bench-instructions: ## What tracing costs the api in instructions per cached read, off / default ratio / 1: no VM noise (~6 min; valgrind, uv)
+	uv run --frozen python -m bench.instructions
+
 .PHONY: bench-observability
 bench-observability: ## What the observability profile costs: api throughput with/without scrapes, Prometheus disk per day (~4 min; wrk, uv)
 	$(NEEDS_WRK)
