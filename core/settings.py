@@ -326,7 +326,7 @@ class Settings(BaseSettings):
     # Sent with each export, as the SDK writes them: `name=value,name2=value2` (a SaaS API key).
     otel_exporter_otlp_headers: SecretStr | None = None
     # The share of new traces kept (parent-based: a request continues its parent's choice).
-    tracing_sample_ratio: float = Field(0.1, ge=0, le=1)
+    tracing_sample_ratio: float = Field(0.02, ge=0, le=1)
     # Continue a traceparent the request arrived with. Compose sets it for the api, whose only peer
     # is Traefik; where the api faces clients itself, a client could pick trace ids and sampling.
     tracing_trust_traceparent: bool = False

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import yaml
 
+from core.settings import Settings
 from tests.support import ROOT
 from tests.support.compose_config import PROD, PROD_SECRETS, compose_config
 
@@ -30,6 +31,12 @@ def test_traefik_traces_only_where_an_endpoint_is_set():
     assert flags["tracing.otlp.http.endpoint"] == "http://jaeger:4318/v1/traces"
     assert flags["tracing.sampleRate"] == "0.5"
     assert flags["tracing.serviceName"] == "traefik"
+
+
+def test_traefik_samples_at_the_api_default_ratio():
+    # compose cannot read core/settings.py: its default for Traefik must be the api's.
+    flags = _tracing_flags({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://jaeger:4318"})
+    assert float(flags["tracing.sampleRate"]) == Settings().tracing_sample_ratio
 
 
 def test_the_proxy_command_has_no_empty_argument():

@@ -287,7 +287,7 @@ def test_the_sampler_keeps_the_ratio_of_new_traces_and_follows_a_parent():
 
 
 def test_tracing_settings_are_checked():
-    assert Settings().tracing_sample_ratio == 0.1
+    assert Settings().tracing_sample_ratio == 0.02
     with pytest.raises(ValueError, match="OTEL_EXPORTER_OTLP_ENDPOINT='jaeger:4318' is not a URL"):
         Settings(otel_exporter_otlp_endpoint="jaeger:4318")
     with pytest.raises(ValueError, match="OTEL_EXPORTER_OTLP_HEADERS is not name=value"):
