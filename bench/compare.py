@@ -8,6 +8,9 @@ Build A from another revision first, for example:
     make bench-compare A=a B=bench          # ROUNDS=3 by default
 B defaults to this checkout (built here as tag `bench`). A/B may also differ only in settings:
     make bench-compare A=bench B=bench B_ENV="DB_POOL_SIZE=5,DB_MAX_OVERFLOW=5"
+With an OTEL_EXPORTER_OTLP_ENDPOINT on either side, the profile's Jaeger runs too, to receive:
+    make bench-compare SCENARIOS=item_cached ROUNDS=8 \
+        B_ENV="OTEL_EXPORTER_OTLP_ENDPOINT=http://jaeger:4318,TRACING_SAMPLE_RATIO=0.02"
 """
 
 from __future__ import annotations
@@ -38,6 +41,10 @@ def main() -> None:
     stack = BenchStack()
     with running(stack):  # builds this checkout as tag `bench`; always taken down
         first_id = stack.seed_items()
+        if any(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") for env in envs.values()):
+            # The profile's Jaeger alone, the spans' receiver (http://jaeger:4318), as in the
+            # bench's tracing rows.
+            stack.compose("up", "-d", "--wait", "--no-deps", "jaeger", JAEGER_PORT="56787")
         for round_number in range(rounds):
             # A first in odd rounds, B first in even ones: neither always runs on a warmer stack.
             for side in ("A", "B") if round_number % 2 == 0 else ("B", "A"):
