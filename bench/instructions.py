@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -29,9 +30,10 @@ from pathlib import Path
 
 import httpx
 
+from bench.stack import raise_on_sigterm
 from core.settings import DEV_POSTGRES_APP_PASSWORD, DEV_POSTGRES_PASSWORD, Settings
 from tests.support import ROOT
-from tests.support.stack import run, wait_until
+from tests.support.stack import compose_env, run, wait_until
 
 REQUESTS = int(os.environ.get("BENCH_REQUESTS", "3000"))
 WARMUP = 200
@@ -91,11 +93,10 @@ def backing_services() -> Iterator[dict[str, str]]:
             "LOG_LEVEL": "warning",
         }
         owner = {**env, "POSTGRES_PASSWORD": DEV_POSTGRES_PASSWORD}
-        wait_until(
-            lambda: _python(["-m", "api.migrate"], owner, check=False).returncode == 0,
-            within=60,
-            every=1,
-        )
+        # Over TCP: the image's first, initialising server listens on its socket only.
+        ready = ["docker", "exec", f"{PREFIX}-db", "pg_isready", "-h", "127.0.0.1", "-U", "app"]
+        wait_until(lambda: run(ready, check=False).returncode == 0, within=60, every=1)
+        _python(["-m", "api.migrate"], owner)
         _python(["-c", _SEED], owner)
         yield {**env, "POSTGRES_USER": "app_rw", "POSTGRES_PASSWORD": DEV_POSTGRES_APP_PASSWORD}
     finally:
@@ -111,75 +112,83 @@ with make_sync_engine(get_settings()).begin() as c:
 """
 
 
-def _python(
-    args: list[str], env: dict[str, str], check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, *args],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        check=check,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+def _python(args: list[str], env: dict[str, str]) -> None:
+    run([sys.executable, *args], env=compose_env(**env), timeout=300)
 
 
-def counted(env: dict[str, str], port: int, requests: int) -> int:
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def counted(env: dict[str, str], requests: int) -> int:
     """Instructions the api executed: start, WARMUP + `requests` cached reads, stop."""
+    port = _free_port()
     with tempfile.TemporaryDirectory() as tmp:
-        log = Path(tmp) / "callgrind.log"
-        server = subprocess.Popen(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                "--callgrind-out-file=/dev/null",
-                f"--log-file={log}",
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "api.main:create_app",
-                "--factory",
-                "--port",
-                str(port),
-                "--no-access-log",
-                "--loop",
-                "uvloop",
-                "--http",
-                "httptools",
-            ],
-            cwd=ROOT,
-            env={**os.environ, **env},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        log, output = Path(tmp) / "callgrind.log", Path(tmp) / "api.log"
+        with output.open("w") as out:
+            server = subprocess.Popen(
+                [
+                    "valgrind",
+                    "--tool=callgrind",
+                    "--callgrind-out-file=/dev/null",
+                    f"--log-file={log}",
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "api.main:create_app",
+                    "--factory",
+                    "--port",
+                    str(port),
+                    "--no-access-log",
+                    "--loop",
+                    "uvloop",
+                    "--http",
+                    "httptools",
+                ],
+                cwd=ROOT,
+                env=compose_env(**env),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+        def serving() -> bool:
+            if server.poll() is not None:
+                raise RuntimeError(f"the api exited: {output.read_text()[-1000:]}")
+            return httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
+
         try:
-            base = f"http://127.0.0.1:{port}"
-            wait_until(lambda: httpx.get(f"{base}/health").status_code == 200, within=300, every=1)
-            with httpx.Client(base_url=base, timeout=60) as client:
+            wait_until(serving, within=300, every=1)
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
                 item = client.get("/items?limit=1").json()["items"][0]["id"]
                 for _ in range(WARMUP + requests):
                     client.get(f"/items/{item}").raise_for_status()
         finally:
             server.send_signal(signal.SIGINT)
-            server.wait(timeout=300)
+            try:
+                server.wait(timeout=300)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                raise
         match = _COLLECTED.search(log.read_text())
         if match is None:
             raise RuntimeError(f"callgrind printed no count: {log.read_text()[-500:]}")
         return int(match.group(1))
 
 
-def per_request(env: dict[str, str], port: int) -> float:
+def per_request(env: dict[str, str]) -> float:
     """Instructions per cached read: REQUESTS more requests, less the same run without them."""
     with ThreadPoolExecutor(2) as pool:
-        without = pool.submit(counted, env, port, 0)
-        with_them = pool.submit(counted, env, port + 1, REQUESTS)
+        without = pool.submit(counted, env, 0)
+        with_them = pool.submit(counted, env, REQUESTS)
         return (with_them.result() - without.result()) / REQUESTS
 
 
 def main() -> None:
     if shutil.which("valgrind") is None:
         sys.exit("make bench-instructions needs valgrind (apt-get install valgrind)")
+    raise_on_sigterm()  # a cancelled run still removes its containers
     default = Settings.model_fields["tracing_sample_ratio"].default
     started = time.monotonic()
     with backing_services() as env:
@@ -192,7 +201,7 @@ def main() -> None:
             },
             "TRACING_SAMPLE_RATIO=1": {**env, "TRACING_SAMPLE_RATIO": "1"},
         }
-        counts = {name: per_request(e, 58710) for name, e in settings.items()}
+        counts = {name: per_request(e) for name, e in settings.items()}
     base = counts["off"]
     print(
         f"Instructions per cached item read over HTTP, {REQUESTS} requests a setting "
