@@ -107,7 +107,7 @@ test-fast: ## Unit and static tests only, no containers (uv)
 NEEDS_WRK = @command -v wrk >/dev/null || { echo "make $@ needs wrk (apt-get install wrk)" >&2; exit 1; }
 
 .PHONY: bench
-bench: ## Kit vs tutorial, template peer and bare ASGI: rounds, CPU/request, goals (~12 min) [BENCH_ROUNDS= BENCH_SECONDS= BENCH_ROWS= BENCH_PHASES=] (wrk, uv)
+bench: ## Kit vs tutorial, template peer and bare ASGI: rounds, CPU/request, goals (~17 min) [BENCH_ROUNDS= BENCH_SECONDS= BENCH_ROWS= BENCH_PHASES=] (wrk, uv)
 	$(NEEDS_WRK)
 	uv run --frozen python -m bench.run
 

@@ -8,7 +8,7 @@ otherwise it is dropped before FastAPI reads it, and the request starts a trace 
 
 Whether a request is kept is decided at the door: by the traceparent's sampled flag, or else by
 TRACING_SAMPLE_RATIO. One not kept runs with every instrumentation suppressed (spans that are
-never exported cost a quarter of the cached read: docs/observability.md), under a span that
+never exported would still cost their making: docs/observability.md, Sampling), under a span that
 records nothing but carries its trace id into its log lines and its jobs, which are not kept either.
 """
 
