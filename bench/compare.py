@@ -42,9 +42,7 @@ def main() -> None:
     with running(stack):  # builds this checkout as tag `bench`; always taken down
         first_id = stack.seed_items()
         if any(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") for env in envs.values()):
-            # The profile's Jaeger alone, the spans' receiver (http://jaeger:4318), as in the
-            # bench's tracing rows.
-            stack.compose("up", "-d", "--wait", "--no-deps", "jaeger", JAEGER_PORT="56787")
+            stack.start_jaeger()
         for round_number in range(rounds):
             # A first in odd rounds, B first in even ones: neither always runs on a warmer stack.
             for side in ("A", "B") if round_number % 2 == 0 else ("B", "A"):

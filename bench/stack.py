@@ -130,6 +130,10 @@ class BenchStack(Stack):
             return published
         return edge
 
+    def start_jaeger(self) -> None:
+        """The profile's Jaeger alone, receiving spans at http://jaeger:4318 as in production."""
+        self.compose("up", "-d", "--wait", "--no-deps", "jaeger", JAEGER_PORT="56787")
+
     def recreate(self, service: str, **env: str) -> None:
         self.compose(
             "up",
