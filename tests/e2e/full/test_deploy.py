@@ -2,8 +2,9 @@
 Engine behind it and its own deploy path. Its host key pinned (make deploy-trust), the secrets as
 files. Release 1, release 2 under load (zero failed requests), a broken release 3 (deployed
 uncommitted) that must leave release 2 serving, a rollback to release 1, the lock, the log, the
-backups and who may read them; then make scale, run on the server, in production mode; then a
-release whose migration waits behind a held lock on items: refused, with nothing failed."""
+backups and who may read them, a release the public check refuses while a second deploy waits
+for the lock; then a release whose migration waits behind a held lock on items: refused, with
+nothing failed; then make scale, run on the server, in production mode."""
 
 from __future__ import annotations
 
@@ -360,10 +361,11 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
     # the working tree its images were built from, not HEAD's files.
     commit_release(source, "broken", commit=False)
     (source / "api" / "dirty-marker.txt").write_text("untracked\n")
-    env["DEPLOY_ALLOW_DIRTY"] = "1"
+    # Built on the server (DEPLOY_IMAGES=build): shipping is proven by releases 1 and 2.
+    env.update(DEPLOY_ALLOW_DIRTY="1", DEPLOY_IMAGES="build")
     with SteadyLoad() as load:
         failed = workspace.make("deploy", check=False)
-    del env["DEPLOY_ALLOW_DIRTY"]
+    del env["DEPLOY_ALLOW_DIRTY"], env["DEPLOY_IMAGES"]
     assert failed.returncode != 0
     assert "unhealthy" in failed.stderr or "not healthy" in failed.stderr, failed.stderr
     assert "previous release is still serving" in failed.stderr
@@ -416,72 +418,43 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
     ]
     assert mode(srv / "backups" / "restore-points") == 0o600
 
-    # Two deploys at once: the second fails naming the first, whose lock it leaves alone.
-    commit_release(source, 4)
-    first = subprocess.Popen(
-        ["make", "--no-print-directory", "deploy"],
-        cwd=source,
-        env={**env, "DEPLOY_LOCK_TIMEOUT": "120"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        wait_until(lambda: (srv / "deploy.lock" / "owner").exists(), within=300, every=0.2)
-        holder = (srv / "deploy.lock" / "owner").read_text()
-        second = workspace.make("deploy", check=False)
-        assert second.returncode != 0
-        assert "another deploy holds the lock: deploy-test" in second.stderr, second.stderr
-        assert first.poll() is None, "the first deploy ended before the second tried"
-        assert (srv / "deploy.lock" / "owner").read_text() == holder
-    finally:
-        _, err = first.communicate(timeout=900)
-    assert first.returncode == 0, err[-3000:]
-    assert not (srv / "deploy.lock").exists()
-    wait_until(lambda: serving_release(client) == 4, within=30)
-
     # A release whose containers are healthy but whose public check fails (/ready 503 through
-    # the proxy): rolled back by the deploy itself, under load, with nothing failed.
+    # the proxy): rolled back by the deploy itself, under load, with nothing failed. Built on
+    # the server (DEPLOY_IMAGES=build), and while it runs a second deploy is refused: it names
+    # the first, whose lock it leaves alone.
     ops = source / "api" / "routes" / "ops.py"
     ops.write_text(ops.read_text().replace(READY_PATCH[0], READY_PATCH[1]))
     commit_release(source, 5)
     with SteadyLoad() as load:
-        refused = workspace.make("deploy", check=False)
-        wait_until(lambda: serving_release(client) == 4, within=60)
+        first = subprocess.Popen(
+            ["make", "--no-print-directory", "deploy"],
+            cwd=source,
+            env={**env, "DEPLOY_LOCK_TIMEOUT": "120", "DEPLOY_IMAGES": "build"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            wait_until(lambda: (srv / "deploy.lock" / "owner").exists(), within=300, every=0.2)
+            holder = (srv / "deploy.lock" / "owner").read_text()
+            second = workspace.make("deploy", check=False)
+            assert second.returncode != 0
+            assert "another deploy holds the lock: deploy-test" in second.stderr, second.stderr
+            assert first.poll() is None, "the first deploy ended before the second tried"
+            assert (srv / "deploy.lock" / "owner").read_text() == holder
+        finally:
+            _, refused = first.communicate(timeout=900)
+        wait_until(lambda: serving_release(client) == 1, within=60)
         time.sleep(2)
-    assert refused.returncode != 0
-    assert "public check failed after the switch; rolled back to" in refused.stderr
+    assert first.returncode != 0
+    assert "building images on the server" in refused, refused[-3000:]
+    assert "public check failed after the switch; rolled back to" in refused, refused[-3000:]
+    assert not (srv / "deploy.lock").exists()
     assert set(load.outcomes) == {"200"}, f"{load.outcomes}\n{proxy_log(srv, env)}"
-    assert set(load.releases_seen) <= {4, 5}
-    assert load.releases_seen[-1] == 4
+    assert set(load.releases_seen) <= {1, 5}
+    assert load.releases_seen[-1] == 1
     last = workspace.make("deploy-log").stdout.splitlines()[-1].split("\t")
     assert last[1] == "rolled-back", last
-
-
-def test_make_scale_on_the_server_starts_production_containers(workspace, server):
-    """In the server's current/, the Makefile's plain `docker compose` is the deployed project
-    with the production overlay: deploy's .env says so (COMPOSE_FILE, COMPOSE_PROJECT_NAME)."""
-    source, srv, _ = workspace
-    if not (srv / "current").exists():  # run on its own: a release first
-        commit_release(source, 1)
-        workspace.make("deploy")
-    release = (srv / "current").resolve().name
-    replicas = len(api_containers())
-    assert replicas >= 1
-    current = shlex.quote(str(srv / "current"))
-    on_server(server, source, f"cd {current} && make scale REPLICAS={replicas + 1}")
-    try:
-        scaled = api_containers()
-        assert len(scaled) == replicas + 1
-        for container in scaled:
-            name = container["Name"]
-            assert container["HostConfig"]["ReadonlyRootfs"] is True, name
-            assert "ALL" in container["HostConfig"]["CapDrop"], name
-            assert "ENVIRONMENT=production" in container["Config"]["Env"], name
-            assert container["Config"]["Image"] == f"{PROJECT}-test-api:{release}", name
-    finally:
-        on_server(server, source, f"cd {current} && make scale REPLICAS={replicas}")
-    assert len(api_containers()) == replicas
 
 
 # A transaction that read items and stays open (ACCESS SHARE, as any read takes): it does not
@@ -532,6 +505,7 @@ def test_a_migration_behind_a_held_lock_fails_the_deploy_and_the_old_release_ser
     env_file = Path(env["DEPLOY_ENV_FILE"])
     production_env = env_file.read_text()
     env_file.write_text(production_env + f"MIGRATION_LOCK_RETRIES={LOCK_TEST_RETRIES}\n")
+    env["DEPLOY_IMAGES"] = "build"  # what ships is not what this test is about
 
     token = run(
         [*current_compose(srv), "exec", "-T", "api", "python", "-m", "api.token", "lock-test"],
@@ -599,11 +573,38 @@ def test_a_migration_behind_a_held_lock_fails_the_deploy_and_the_old_release_ser
             time.sleep(2)
     finally:
         env_file.write_text(production_env)
+        del env["DEPLOY_IMAGES"]
     assert "lock timeout" not in deployed.stdout + deployed.stderr
     assert set(load.outcomes) == {"200"}, f"{load.outcomes}\n{proxy_log(srv, env)}"
     assert users.failures() == [], f"{users.kinds()}\n{proxy_log(srv, env)}"
     assert current_revision(srv, env) == "deploylock"
     assert serving_release(client) == 6
+
+
+def test_make_scale_on_the_server_starts_production_containers(workspace, server):
+    """In the server's current/, the Makefile's plain `docker compose` is the deployed project
+    with the production overlay: deploy's .env says so (COMPOSE_FILE, COMPOSE_PROJECT_NAME)."""
+    source, srv, _ = workspace
+    if not (srv / "current").exists():  # run on its own: a release first
+        commit_release(source, 1)
+        workspace.make("deploy")
+    release = (srv / "current").resolve().name
+    replicas = len(api_containers())
+    assert replicas >= 1
+    current = shlex.quote(str(srv / "current"))
+    on_server(server, source, f"cd {current} && make scale REPLICAS={replicas + 1}")
+    try:
+        scaled = api_containers()
+        assert len(scaled) == replicas + 1
+        for container in scaled:
+            name = container["Name"]
+            assert container["HostConfig"]["ReadonlyRootfs"] is True, name
+            assert "ALL" in container["HostConfig"]["CapDrop"], name
+            assert "ENVIRONMENT=production" in container["Config"]["Env"], name
+            assert container["Config"]["Image"] == f"{PROJECT}-test-api:{release}", name
+    finally:
+        on_server(server, source, f"cd {current} && make scale REPLICAS={replicas}")
+    assert len(api_containers()) == replicas
 
 
 def test_deploy_rotate_secret_rotates_on_the_server_and_copies_the_value_back(workspace):
