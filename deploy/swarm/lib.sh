@@ -50,9 +50,16 @@ ship_images() {
   if [[ $DEPLOY_IMAGES == registry ]]; then
     for image in "${images[@]}"; do docker push "$image" >&2; done
   else
-    say "shipping images over SSH, compressed, to every node's engine"
+    # Only what some engine lacks: the db image keeps one tag across releases, and an unchanged
+    # one (the same build) need not travel again.
+    local image built=() listed stale
+    for image in "${images[@]}"; do built+=("$image=$(docker image inspect -f '{{.Id}}' "$image")"); done
+    listed=$(remote stale_images "${built[@]}") || die "could not ask the nodes' engines for images"
+    [[ -n $listed ]] || { say "every node's engine has the release's images"; return; }
+    mapfile -t stale <<<"$listed"
+    say "shipping ${stale[*]} over SSH, compressed, to every node's engine"
     # Into a file first: remote's standard input is the script itself.
-    docker save "${images[@]}" | gzip -1 |
+    docker save "${stale[@]}" | gzip -1 |
       "${SSH[@]}" "umask 077 && cat >$(printf %q "$DEPLOY_PATH/images/$release.tar.gz")"
     remote load_images "$release"
   fi

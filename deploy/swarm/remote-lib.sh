@@ -37,6 +37,18 @@ swarm_preflight() {
   chmod 0700 "$DEPLOY_PATH" "$RELEASES" "$DEPLOY_PATH/backups" "$SECRETS_PATH"
 }
 
+stale_images() { # IMAGE=ID...: each image some engine lacks, or holds as another build, a line
+  local pair entry
+  for pair in "$@"; do
+    for entry in $(engines); do
+      if [[ $(on "${entry#*=}" image inspect -f '{{.Id}}' "${pair%=*}" 2>/dev/null) != "${pair##*=}" ]]; then
+        echo "${pair%=*}"
+        break
+      fi
+    done
+  done
+}
+
 load_images() { # RELEASE: images/RELEASE.tar.gz (gzipped `docker save`) into every engine
   local file=$DEPLOY_PATH/images/$1.tar.gz entry
   local pids=() pid failed=0

@@ -260,6 +260,13 @@ def finished(client, locations: list[str], within: float = 240) -> list[dict]:
     return bodies
 
 
+def shipped(deploy_output: str) -> str:
+    """The images a deploy sent to the nodes' engines, as it says it."""
+    found = re.search(r"shipping (.+) over SSH", deploy_output)
+    assert found, deploy_output[-3000:]
+    return found[1]
+
+
 def serving_release(client):
     return client.get("/health").json().get("release")
 
@@ -276,6 +283,7 @@ def test_swarm_deploy_update_rollback_drain_node_loss(swarm, workspace, client, 
     # From `docker stack deploy` to every task healthy, by phase (the deploy prints them).
     FIGURES["first_deploy_converged"] = re.findall(CONVERGED, first.stderr)
     assert serving_release(client) == 1
+    assert f"{APP_IMAGE}-db:" in shipped(first.stderr)
     assert running_nodes(swarm, "proxy") == ["node1"]
     assert running_nodes(swarm, "db") == ["node2"]
     assert running_nodes(swarm, "redis") == ["node2"]
@@ -342,6 +350,9 @@ def test_swarm_deploy_update_rollback_drain_node_loss(swarm, workspace, client, 
     assert users.failures() == [], users.summary()
     assert sum(o.method == "POST" and o.ok for o in users.outcomes) > 20
     assert {serving_release(client) for _ in range(20)} == {2}
+    # The db image did not change: every engine has it, so only the api and the worker travel.
+    assert f"{APP_IMAGE}-db:" not in shipped(second.stderr)
+    assert f"{APP_IMAGE}-api:" in shipped(second.stderr)
     assert "node3" in running_nodes(swarm, "api") + running_nodes(swarm, "worker")
     # Every 5-s tick across the update ran once: the scheduler's task rolled start-first (two
     # sending for a moment), the workers one at a time.
