@@ -361,11 +361,10 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
     # the working tree its images were built from, not HEAD's files.
     commit_release(source, "broken", commit=False)
     (source / "api" / "dirty-marker.txt").write_text("untracked\n")
-    # Built on the server (DEPLOY_IMAGES=build): shipping is proven by releases 1 and 2.
-    env.update(DEPLOY_ALLOW_DIRTY="1", DEPLOY_IMAGES="build")
+    env["DEPLOY_ALLOW_DIRTY"] = "1"
     with SteadyLoad() as load:
         failed = workspace.make("deploy", check=False)
-    del env["DEPLOY_ALLOW_DIRTY"], env["DEPLOY_IMAGES"]
+    del env["DEPLOY_ALLOW_DIRTY"]
     assert failed.returncode != 0
     assert "unhealthy" in failed.stderr or "not healthy" in failed.stderr, failed.stderr
     assert "previous release is still serving" in failed.stderr
@@ -419,9 +418,8 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
     assert mode(srv / "backups" / "restore-points") == 0o600
 
     # A release whose containers are healthy but whose public check fails (/ready 503 through
-    # the proxy): rolled back by the deploy itself, under load, with nothing failed. Built on
-    # the server (DEPLOY_IMAGES=build), and while it runs a second deploy is refused: it names
-    # the first, whose lock it leaves alone.
+    # the proxy): rolled back by the deploy itself, under load, with nothing failed. While it
+    # runs, a second deploy is refused: it names the first, whose lock it leaves alone.
     ops = source / "api" / "routes" / "ops.py"
     ops.write_text(ops.read_text().replace(READY_PATCH[0], READY_PATCH[1]))
     commit_release(source, 5)
@@ -429,7 +427,7 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
         first = subprocess.Popen(
             ["make", "--no-print-directory", "deploy"],
             cwd=source,
-            env={**env, "DEPLOY_LOCK_TIMEOUT": "120", "DEPLOY_IMAGES": "build"},
+            env={**env, "DEPLOY_LOCK_TIMEOUT": "120"},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -447,7 +445,6 @@ def test_deploy_release_rollback_lock_log_backup(workspace):
         wait_until(lambda: serving_release(client) == 1, within=60)
         time.sleep(2)
     assert first.returncode != 0
-    assert "building images on the server" in refused, refused[-3000:]
     assert "public check failed after the switch; rolled back to" in refused, refused[-3000:]
     assert not (srv / "deploy.lock").exists()
     assert set(load.outcomes) == {"200"}, f"{load.outcomes}\n{proxy_log(srv, env)}"
@@ -505,7 +502,6 @@ def test_a_migration_behind_a_held_lock_fails_the_deploy_and_the_old_release_ser
     env_file = Path(env["DEPLOY_ENV_FILE"])
     production_env = env_file.read_text()
     env_file.write_text(production_env + f"MIGRATION_LOCK_RETRIES={LOCK_TEST_RETRIES}\n")
-    env["DEPLOY_IMAGES"] = "build"  # what ships is not what this test is about
 
     token = run(
         [*current_compose(srv), "exec", "-T", "api", "python", "-m", "api.token", "lock-test"],
@@ -573,7 +569,6 @@ def test_a_migration_behind_a_held_lock_fails_the_deploy_and_the_old_release_ser
             time.sleep(2)
     finally:
         env_file.write_text(production_env)
-        del env["DEPLOY_IMAGES"]
     assert "lock timeout" not in deployed.stdout + deployed.stderr
     assert set(load.outcomes) == {"200"}, f"{load.outcomes}\n{proxy_log(srv, env)}"
     assert users.failures() == [], f"{users.kinds()}\n{proxy_log(srv, env)}"
