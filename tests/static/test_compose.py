@@ -177,11 +177,16 @@ def test_production_hardening(prod):
     assert prod["services"]["backup"]["user"] == "postgres"
     assert "cap_add" not in prod["services"]["proxy"], "the proxy binds unprivileged ports"
     labels = prod["services"]["api"]["labels"]
-    assert labels["traefik.http.routers.api.tls.certresolver"] == "letsencrypt"
-    rule = labels["traefik.http.routers.api.rule"]
+    assert labels["traefik.http.routers.api-failover.tls.certresolver"] == "letsencrypt"
+    rule = labels["traefik.http.routers.api-failover.rule"]
     assert rule.startswith("Host(`api.example.com`) && !PathRegexp(")
     for private in ("metrics", "whoami", "openapi", "docs"):
         assert private in rule
+    # The fallback's router matches exactly what the api's does: a private path is a 404 whether
+    # the api is up or down, never the fallback's 503.
+    fallback = prod["services"]["unavailable"]["labels"]
+    assert fallback["traefik.http.routers.api-unavailable.rule"] == rule
+    assert fallback["traefik.http.routers.api-unavailable.priority"] == "1"
     proxy_ports = {(p["published"], p["target"]) for p in prod["services"]["proxy"]["ports"]}
     assert proxy_ports == {("80", 8000), ("443", 8443)}
     assert all(p.get("host_ip") in (None, "") for p in prod["services"]["proxy"]["ports"])
@@ -264,7 +269,7 @@ def test_each_acme_resolver_is_one_account_with_its_own_challenge(resolver, chal
     certificate a switch keeps), the CA and the renewal plan, and differ in the challenge only."""
     prod = compose_config(*PROD, **PROD_SECRETS, ACME_RESOLVER=resolver)
     labels = prod["services"]["api"]["labels"]
-    assert labels["traefik.http.routers.api.tls.certresolver"] == resolver
+    assert labels["traefik.http.routers.api-failover.tls.certresolver"] == resolver
     flags = prod["services"]["proxy"]["command"]
     prefix = f"--certificatesResolvers.{resolver}.acme."
     own = sorted(flag.removeprefix(prefix) for flag in flags if flag.startswith(prefix))

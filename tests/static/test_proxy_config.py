@@ -152,19 +152,45 @@ def test_dynamic_files_match_the_schema(name, sni_strict):
         assert document["tls"]["options"]["default"]["sniStrict"] is (sni_strict == "true")
 
 
-def test_api_labels_match_the_file_provider_schema(config):
-    validator = schema("traefik-v3-file-provider.json")
-    labels = config["services"]["api"]["labels"]
+@pytest.mark.parametrize("provider", ["", "swarm"])
+def test_the_failover_names_the_api_and_the_fallback_of_its_provider(provider):
+    text = (ROOT / "proxy" / "dynamic" / "failover.yml").read_text()
+    document = yaml.safe_load(render(text, {"PROXY_PROVIDER": provider}))
+    assert errors(schema("traefik-v3-file-provider.json"), document) == []
+    at = provider or "docker"
+    failover = document["http"]["services"]["api-failover"]["failover"]
+    assert failover == {"service": f"api@{at}", "fallback": f"unavailable@{at}"}
+
+
+def _label_tree(labels: dict[str, str], validator, port: int) -> dict:
+    """Traefik's labels as the file provider's tree, `server.port` turned into a server URL (the
+    one label-only key: the Docker provider makes the servers' URLs from it)."""
     assert labels["traefik.enable"] == "true"
     traefik = {k.removeprefix("traefik."): v for k, v in labels.items() if k != "traefik.enable"}
     tree = dotted_to_tree(traefik, validator)
-    # The one label-only key: the Docker provider turns `server.port` into the servers' URLs.
-    balancer = tree["http"]["services"]["api"]["loadBalancer"]
-    server = balancer.pop("server")
-    assert server == {"port": 8000}
-    balancer["servers"] = [{"url": f"http://api-container:{server['port']}"}]
+    for balancer in (s["loadBalancer"] for s in tree["http"]["services"].values()):
+        server = balancer.pop("server")
+        assert server == {"port": port}
+        balancer["servers"] = [{"url": f"http://container:{server['port']}"}]
     assert errors(validator, tree) == []
-    router = tree["http"]["routers"]["api"]
+    return tree
+
+
+def test_the_fallback_router_matches_the_apis_and_yields_to_it(config):
+    validator = schema("traefik-v3-file-provider.json")
+    api = _label_tree(config["services"]["api"]["labels"], validator, 8000)["http"]["routers"]
+    tree = _label_tree(config["services"]["unavailable"]["labels"], validator, 8080)
+    fallback = tree["http"]["routers"]["api-unavailable"]
+    assert fallback["rule"] == api["api-failover"]["rule"]
+    assert fallback["priority"] == 1  # below any rule's default (its length)
+    assert fallback["service"] == "unavailable"
+    assert api["api-failover"]["service"] == "api-failover@file"
+
+
+def test_api_labels_match_the_file_provider_schema(config):
+    validator = schema("traefik-v3-file-provider.json")
+    tree = _label_tree(config["services"]["api"]["labels"], validator, 8000)
+    router = tree["http"]["routers"]["api-failover"]
     assert router["entryPoints"] == ["websecure"]
     assert router["rule"] == "Host(`api.localhost`)"
     assert {"secure-headers@file", "compress@file"} <= set(router["middlewares"])
@@ -194,7 +220,7 @@ def test_api_trusts_only_the_proxy_by_name(config):
     on_edge = {
         name for name, s in config["services"].items() if "edge" in (s.get("networks") or {})
     }
-    assert on_edge == {"api", "proxy"}
+    assert on_edge == {"api", "proxy", "unavailable"}
 
 
 def test_only_the_socket_proxy_mounts_the_docker_socket(config):

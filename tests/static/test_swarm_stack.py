@@ -129,7 +129,7 @@ def test_forwarded_headers_are_trusted_from_the_proxy_tasks_only(stack):
     assert "FORWARDED_ALLOW_IPS" not in stack["services"]["api"]["environment"]
     assert "ipam" not in stack["networks"]["edge"]
     on_edge = {n for n, s in stack["services"].items() if "edge" in (s.get("networks") or {})}
-    assert on_edge == {"proxy", "api"}
+    assert on_edge == {"proxy", "api", "unavailable"}
 
 
 def test_the_socket_proxy_passes_the_swarm_providers_reads_and_nothing_more():

@@ -15,7 +15,7 @@ import pytest
 
 from tests.support import stack as stack_module
 from tests.support.load import LoadResult, cycle, get, post, steady_load
-from tests.support.stack import container_url, wait_until
+from tests.support.stack import container_url, run, wait_until
 
 CLIENTS = 32
 WARM_UP = 3.0
@@ -218,8 +218,59 @@ def test_api_crash_behind_the_proxy(stack, auth, item_ids, proxied, replicas):
             assert all(o.sent < fault + 2 for o in failed), load.kinds()
         else:
             assert load.recovered_after(fault) < 60
+            # No router while no container is healthy: `unavailable` answers, never a 404.
+            assert load.kinds()["404"] == 0, load.kinds()
+            unavailable = [o for o in failed if o.kind == "503"]
+            assert unavailable, "the outage was never answered by the fallback"
+            assert all(o.retry_after for o in unavailable), load.kinds()
     finally:
         stack.compose("up", "-d", "--wait", "--no-recreate", "--scale", "api=1", "api")
+
+
+def _drain(stack, on: bool) -> None:
+    for container in stack.container_ids("api"):
+        run(["docker", "exec", container, "python", "-m", "api.drain", "on" if on else "off"])
+
+
+def test_every_replica_draining_answers_503_with_retry_after(stack, item_ids, proxied):
+    """Every api container out of Traefik's rotation (healthy to Docker, failing /health/routable):
+    the failover service sends to `unavailable`, whose 503 has the api's error shape and
+    Retry-After; a host the kit does not serve still gets Traefik's 404."""
+    base, host = proxied
+    stack.compose("up", "-d", "--wait", "--no-recreate", "--scale", "api=2", "api")
+    try:
+        requests = cycle(*(get(f"/items/{i}") for i in item_ids))
+        with steady_load(base, requests, headers=host, connections=8, rate=100) as load:
+            time.sleep(WARM_UP)
+            fault = time.monotonic()
+            _drain(stack, on=True)
+            # Out of the rotation within a health-check interval (2 s) of the drain.
+            wait_until(lambda: _status(base, host) == 503, within=10)
+            during = time.monotonic()
+            time.sleep(6)
+            answer = httpx.get(f"{base}/items/{item_ids[0]}", headers=host, verify=False)
+            other = httpx.get(base, headers={"Host": "not-served.localhost"}, verify=False)
+            _drain(stack, on=False)
+            wait_until(lambda: _status(base, host) == 200, within=10)
+            time.sleep(SETTLE)
+        report("every replica draining, through the proxy", load, fault)
+        assert answer.status_code == 503
+        assert answer.json() == {"detail": "the api is unavailable; try again shortly"}
+        assert answer.headers["Retry-After"] == "5"
+        assert answer.headers["Content-Type"] == "application/json"
+        assert "Strict-Transport-Security" in answer.headers
+        assert other.status_code == 404
+        assert set(load.kinds()) <= {"200", "503"}, load.kinds()
+        held = load.between(during + 1, during + 6)
+        assert held and {o.kind for o in held} == {"503"}, load.kinds(held)
+        assert all(o.retry_after for o in load.failures()), load.kinds()
+    finally:
+        _drain(stack, on=False)
+        stack.compose("up", "-d", "--wait", "--no-recreate", "--scale", "api=1", "api")
+
+
+def _status(base: str, host: dict[str, str]) -> int:
+    return httpx.get(f"{base}/health", headers=host, verify=False, timeout=5).status_code
 
 
 def test_a_write_during_a_redis_outage_is_never_read_stale(stack, direct, auth):
